@@ -1,0 +1,293 @@
+/**
+ * The MQTT → Kafka bridge: reads CloudEvents from MQTT, routes each by its
+ * `classification` to a Kafka topic, and acknowledges the MQTT message only
+ * after Kafka acknowledged the record it became.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import {
+  createRouter,
+  deadLetterRecord,
+  type KafkaRecord,
+  type Router,
+  toKafkaRecord,
+} from "../cloudevents/mod.ts";
+import { DataExchangeError, isDataExchangeError } from "../errors.ts";
+import { createKafka, describeError } from "../kafka/_kafkajs.ts";
+import { connectWithRetry, KafkaSink } from "../kafka/sink.ts";
+import { type MqttEnvelope, mqttStream, redactUrl } from "../mqtt/stream.ts";
+import type { BridgeConfig } from "./config.ts";
+
+const logger = getLogger(["dataexchange", "bridge"]);
+
+/** Largest dead-letter value written when the original is refused as too large. */
+const TRUNCATED_DEAD_LETTER_BYTES = 64 * 1024;
+
+/** Counts of what the bridge did, per outcome. */
+export interface BridgeStats {
+  /** MQTT messages received. */
+  received: number;
+  /** Messages delivered to their route or default topic. */
+  delivered: number;
+  /** Messages written to the dead-letter topic. */
+  deadLettered: number;
+  /** Messages left unacknowledged at the MQTT broker, to be delivered again. */
+  failed: number;
+  /** Messages received and not yet settled. */
+  inFlight: number;
+}
+
+/** Options of {@linkcode runBridge}. */
+export interface RunBridgeOptions {
+  /** Stops the bridge: it stops reading, drains what is in flight, disconnects. */
+  signal?: AbortSignal;
+  /** Called once both brokers are connected and the subscription is active. */
+  onReady?: () => void;
+  /** Receives the live counters; they are updated in place. */
+  stats?: BridgeStats;
+}
+
+/**
+ * Runs the bridge until `options.signal` aborts, then drains and returns the
+ * final counts.
+ *
+ * Every MQTT message ends in exactly one of these states: delivered to its
+ * Kafka topic and acknowledged; written to the dead-letter topic (with the
+ * reason in `dx-error` headers) and acknowledged; or left unacknowledged at
+ * the MQTT broker, which delivers it again.
+ *
+ * @param config A validated configuration (see `parseConfig`).
+ * @param options Stop signal, readiness callback and counters.
+ * @returns The counts of what was done.
+ * @throws {DataExchangeError} `topic-missing` when a topic does not exist and
+ *   `kafka.createTopics` is off; errors of the MQTT stream.
+ *
+ * @example Run until interrupted
+ * ```ts ignore
+ * import { parseConfig, runBridge } from "@dataexchange/streams/bridge";
+ *
+ * const controller = new AbortController();
+ * Deno.addSignalListener("SIGINT", () => controller.abort());
+ * await runBridge(parseConfig({}), { signal: controller.signal });
+ * ```
+ */
+export async function runBridge(
+  config: BridgeConfig,
+  options: RunBridgeOptions = {},
+): Promise<BridgeStats> {
+  const { signal } = options;
+  const stats = options.stats ?? {
+    received: 0,
+    delivered: 0,
+    deadLettered: 0,
+    failed: 0,
+    inFlight: 0,
+  };
+  const router = createRouter(config);
+  logger.info("Routes loaded", {
+    routes: config.routes,
+    defaultTopic: config.defaultTopic,
+    deadLetterTopic: config.deadLetterTopic,
+  });
+
+  await prepareTopics(config, router, signal);
+  if (signal?.aborted) return stats;
+  const sink = await KafkaSink.connect({
+    brokers: config.kafka.brokers,
+    clientId: config.kafka.clientId,
+    batchSize: config.kafka.batchSize,
+    lingerMs: config.kafka.lingerMs,
+    requestTimeoutMs: config.kafka.requestTimeoutMs,
+    maxBufferedRecords: Math.max(config.mqtt.maxInFlight * 2, 1),
+  });
+  try {
+    const deliver = createDelivery(config, router, sink, stats);
+    const stream = mqttStream({
+      url: config.mqtt.url,
+      topics: config.mqtt.topics,
+      clientId: config.mqtt.clientId,
+      protocolVersion: config.mqtt.protocolVersion,
+      qos: config.mqtt.qos,
+      maxInFlight: config.mqtt.maxInFlight,
+      sessionExpirySeconds: config.mqtt.sessionExpirySeconds,
+      reconnectPeriodMs: config.mqtt.reconnectPeriodMs,
+      drainTimeoutMs: config.drainTimeoutMs,
+      signal,
+      onState: (state) => {
+        if (state === "connected" && !ready) {
+          ready = true;
+          options.onReady?.();
+        }
+      },
+    });
+    let ready = false;
+    const unreachable = setTimeout(() => {
+      if (!ready) {
+        logger.warn(
+          "MQTT broker at {url} not reachable yet; still trying (run `deno task brokers` to start local brokers)",
+          { url: redactUrl(config.mqtt.url) },
+        );
+      }
+    }, 5000);
+    try {
+      for await (const envelope of stream) deliver(envelope);
+    } finally {
+      clearTimeout(unreachable);
+    }
+    logger.info("Draining: {inFlight} messages in flight", {
+      inFlight: stats.inFlight,
+    });
+  } finally {
+    await sink.close(config.drainTimeoutMs);
+  }
+  logger.info("Bridge stopped", { ...stats });
+  return stats;
+}
+
+/** Makes the function that takes one envelope to Kafka and settles it. */
+function createDelivery(
+  config: BridgeConfig,
+  router: Router,
+  sink: KafkaSink,
+  stats: BridgeStats,
+): (envelope: MqttEnvelope) => void {
+  const mode = config.kafka.mode;
+  const dlq = config.deadLetterTopic;
+
+  const deadLetter = (
+    envelope: MqttEnvelope,
+    error: { code: string; message: string },
+  ): Promise<void> => {
+    const record = deadLetterRecord({
+      payload: envelope.message.payload,
+      error,
+      mqttTopic: envelope.message.topic,
+    });
+    return sink.send(dlq, record).catch((failure) => {
+      if (!isRejected(failure)) throw failure;
+      // The original bytes do not fit: keep the start and say so.
+      const payload = envelope.message.payload;
+      return sink.send(dlq, truncated(record, payload.byteLength));
+    }).then(() => {
+      stats.deadLettered++;
+      logger.warn("Message dead-lettered from {mqttTopic}: {code}", {
+        mqttTopic: envelope.message.topic,
+        code: error.code,
+        bytes: envelope.message.payload.byteLength,
+      });
+    });
+  };
+
+  const settle = (envelope: MqttEnvelope, work: Promise<void>) => {
+    work.then(
+      () => {
+        stats.inFlight--;
+        envelope.ack();
+      },
+      (error) => {
+        stats.inFlight--;
+        stats.failed++;
+        logger.error(
+          "Message from {mqttTopic} not delivered; left unacknowledged for redelivery: {error}",
+          { mqttTopic: envelope.message.topic, error: describeError(error) },
+        );
+        envelope.nack(error);
+      },
+    );
+  };
+
+  return (envelope) => {
+    stats.received++;
+    stats.inFlight++;
+    if (envelope.kind === "invalid") {
+      settle(envelope, deadLetter(envelope, envelope.error));
+      return;
+    }
+    let topic: string;
+    let record: KafkaRecord;
+    try {
+      topic = router.route(envelope.event).topic;
+      record = toKafkaRecord(envelope.event, { mode });
+    } catch (error) {
+      settle(
+        envelope,
+        deadLetter(envelope, {
+          code: "encode-failed",
+          message: describeError(error),
+        }),
+      );
+      return;
+    }
+    settle(
+      envelope,
+      sink.send(topic, record).then(
+        () => {
+          stats.delivered++;
+        },
+        (error) => {
+          if (!isRejected(error)) throw error;
+          return deadLetter(envelope, {
+            code: "kafka-rejected",
+            message: describeError(error),
+          });
+        },
+      ),
+    );
+  };
+}
+
+function isRejected(error: unknown): boolean {
+  return isDataExchangeError(error) && error.code === "record-rejected";
+}
+
+function truncated(record: KafkaRecord, size: number): KafkaRecord {
+  const encoder = new TextEncoder();
+  return {
+    key: record.key,
+    value: record.value?.subarray(0, TRUNCATED_DEAD_LETTER_BYTES) ?? null,
+    headers: {
+      ...record.headers,
+      "dx-truncated": encoder.encode(String(TRUNCATED_DEAD_LETTER_BYTES)),
+      "dx-original-size": encoder.encode(String(size)),
+    },
+  };
+}
+
+/** Checks that every topic exists, creating the missing ones if allowed. */
+async function prepareTopics(
+  config: BridgeConfig,
+  router: Router,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  const admin = createKafka({
+    brokers: config.kafka.brokers,
+    clientId: config.kafka.clientId,
+  }).admin();
+  try {
+    await connectWithRetry(() => admin.connect(), config.kafka.brokers, signal);
+  } catch (error) {
+    if (signal?.aborted) return;
+    throw error;
+  }
+  try {
+    const existing = new Set(await admin.listTopics());
+    const missing = router.topics.filter((topic) => !existing.has(topic));
+    if (missing.length === 0) return;
+    if (!config.kafka.createTopics) {
+      throw new DataExchangeError(
+        "topic-missing",
+        `Kafka topics ${
+          missing.join(", ")
+        } do not exist; create them, or set kafka.createTopics: true`,
+      );
+    }
+    await admin.createTopics({
+      waitForLeaders: true,
+      topics: missing.map((topic) => ({ topic })),
+    });
+    logger.info("Kafka topics created: {topics}", { topics: missing });
+  } finally {
+    await admin.disconnect();
+  }
+}

@@ -1,0 +1,113 @@
+import assert from "node:assert/strict";
+import { isDataExchangeError } from "../errors.ts";
+import { loadConfigFile, parseConfig } from "./config.ts";
+
+function configError(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (error) {
+    assert.ok(isDataExchangeError(error), `not a DataExchangeError: ${error}`);
+    assert.equal(error.code, "invalid-config");
+    return error.message;
+  }
+  assert.fail("no error thrown");
+}
+
+Deno.test("parseConfig() with nothing gives the documented defaults", () => {
+  const config = parseConfig({});
+  assert.equal(config.mqtt.url, "mqtt://127.0.0.1:1883");
+  assert.deepEqual(config.mqtt.topics, ["devices/#"]);
+  assert.equal(config.mqtt.clientId, "dx-bridge");
+  assert.equal(config.mqtt.protocolVersion, 5);
+  assert.equal(config.mqtt.qos, 1);
+  assert.deepEqual(config.kafka.brokers, ["127.0.0.1:9092"]);
+  assert.equal(config.kafka.mode, "binary");
+  assert.deepEqual(config.routes, {
+    telemetry: "dx.telemetry",
+    alert: "dx.alerts",
+  });
+  assert.equal(config.defaultTopic, "dx.unclassified");
+  assert.equal(config.deadLetterTopic, "dx.deadletter");
+  assert.equal(config.log.level, "info");
+  assert.deepEqual(parseConfig(undefined), config);
+});
+
+Deno.test("parseConfig() keeps given values and fills the rest", () => {
+  const config = parseConfig({
+    mqtt: { url: "mqtts://broker.example:8883", clientId: "b1" },
+    routes: { metrics: "m.topic" },
+  });
+  assert.equal(config.mqtt.url, "mqtts://broker.example:8883");
+  assert.equal(config.mqtt.clientId, "b1");
+  assert.deepEqual(config.mqtt.topics, ["devices/#"]);
+  assert.deepEqual(config.routes, { metrics: "m.topic" });
+});
+
+Deno.test("parseConfig() applies DX_MQTT_URL, DX_KAFKA_BROKERS and DX_LOG_LEVEL", () => {
+  const config = parseConfig({ mqtt: { url: "mqtt://file:1883" } }, {
+    DX_MQTT_URL: "mqtt://env:1884",
+    DX_KAFKA_BROKERS: "k1:9092, k2:9093,",
+    DX_LOG_LEVEL: "debug",
+  });
+  assert.equal(config.mqtt.url, "mqtt://env:1884");
+  assert.deepEqual(config.kafka.brokers, ["k1:9092", "k2:9093"]);
+  assert.equal(config.log.level, "debug");
+});
+
+Deno.test("parseConfig() names the field, the value given and what is allowed", () => {
+  const message = configError(() =>
+    parseConfig({ kafka: { brokers: "localhost:9092", batchSize: 0 } })
+  );
+  assert.match(message, /kafka\.brokers: .*array.*given "localhost:9092"/);
+  assert.match(message, /kafka\.batchSize: .*>=\s*1.*given 0/);
+});
+
+Deno.test("parseConfig() rejects unknown keys, which catches typos", () => {
+  const message = configError(() =>
+    parseConfig({ mqtt: { topic: ["a/#"] }, deadLetter: "x" })
+  );
+  assert.match(message, /mqtt: .*"topic"/);
+  assert.match(message, /\(root\): .*"deadLetter"/);
+});
+
+Deno.test("parseConfig() rejects topic names Kafka would refuse", () => {
+  const message = configError(() =>
+    parseConfig({ routes: { alert: "bad topic/name" }, defaultTopic: ".." })
+  );
+  assert.match(message, /routes\.alert: .*Kafka topic name/);
+  assert.match(message, /defaultTopic: /);
+});
+
+Deno.test("parseConfig() rejects a configuration that is not a mapping", () => {
+  assert.throws(() => parseConfig(["a"]), { code: "invalid-config" });
+  assert.throws(() => parseConfig("text"), { code: "invalid-config" });
+});
+
+Deno.test("loadConfigFile() reads YAML and says which file cannot be read", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/bridge.yaml`;
+    await Deno.writeTextFile(
+      path,
+      'mqtt:\n  topics: ["a/#"]\nroutes:\n  alert: dx.alerts\n',
+    );
+    const config = await loadConfigFile(path);
+    assert.deepEqual(config.mqtt.topics, ["a/#"]);
+    await assert.rejects(
+      () => loadConfigFile(`${dir}/missing.yaml`),
+      (error) => {
+        assert.ok(isDataExchangeError(error));
+        assert.equal(error.code, "config-unreadable");
+        assert.match(error.message, /missing\.yaml/);
+        assert.ok(error.cause instanceof Error);
+        return true;
+      },
+    );
+    await Deno.writeTextFile(path, "mqtt: [unclosed");
+    await assert.rejects(() => loadConfigFile(path), {
+      code: "config-unreadable",
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

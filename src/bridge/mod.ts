@@ -1,0 +1,20 @@
+/**
+ * The MQTT → Kafka bridge as a library: its configuration schema and the
+ * function that runs it.
+ *
+ * @module
+ */
+export {
+  type BridgeStats,
+  runBridge,
+  type RunBridgeOptions,
+} from "./bridge.ts";
+export {
+  type BridgeConfig,
+  type BridgeConfigInput,
+  ENV_OVERRIDES,
+  type KafkaConfig,
+  loadConfigFile,
+  type MqttConfig,
+  parseConfig,
+} from "./config.ts";

@@ -1,0 +1,181 @@
+/**
+ * `dx-bridge`: the command that runs the MQTT → Kafka bridge.
+ *
+ * Exit codes: 0 after a clean stop, 2 for a bad configuration or bad
+ * arguments, 1 for a failure at run time.
+ *
+ * @module
+ */
+import {
+  configure,
+  getAnsiColorFormatter,
+  getLogger,
+  jsonLinesFormatter,
+  type LogRecord,
+} from "@logtape/logtape";
+import { runBridge } from "../bridge/bridge.ts";
+import {
+  type BridgeConfig,
+  loadConfigFile,
+  parseConfig,
+} from "../bridge/config.ts";
+import { isDataExchangeError } from "../errors.ts";
+
+const HELP = `dx-bridge: moves CloudEvents from MQTT to Kafka, at least once.
+
+Usage: deno task bridge [options]
+
+Options:
+  --config FILE    YAML or JSON configuration file (or set DX_CONFIG).
+                   Without one, the defaults are used: local brokers on
+                   their standard ports (mqtt://127.0.0.1:1883, 127.0.0.1:9092).
+  --check-config   Validate the configuration, print "configuration ok", exit.
+  --print-config   Print the effective configuration as JSON, exit.
+  -h, --help       Show this help.
+
+Environment:
+  DX_CONFIG         Configuration file, when --config is not given.
+  DX_MQTT_URL       Overrides mqtt.url.
+  DX_KAFKA_BROKERS  Overrides kafka.brokers (comma-separated host:port).
+  DX_LOG_LEVEL      Overrides log.level (trace, debug, info, warning, error).
+
+Signals: SIGINT or SIGTERM stops reading, waits for messages in flight to be
+delivered and acknowledged, then exits 0. A second signal exits at once.
+
+Exit codes: 0 clean stop, 1 failure at run time, 2 bad configuration.
+`;
+
+interface Args {
+  config?: string;
+  help: boolean;
+  checkConfig: boolean;
+  printConfig: boolean;
+}
+
+/** Parses the command line; throws a `TypeError` naming an unknown flag. */
+export function parseArgs(argv: readonly string[]): Args {
+  const args: Args = { help: false, checkConfig: false, printConfig: false };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === "-h" || arg === "--help") args.help = true;
+    else if (arg === "--check-config") args.checkConfig = true;
+    else if (arg === "--print-config") args.printConfig = true;
+    else if (arg === "--config") {
+      const value = argv[++i];
+      if (value === undefined) {
+        throw new TypeError("--config needs a file path: --config FILE");
+      }
+      args.config = value;
+    } else if (arg.startsWith("--config=")) {
+      args.config = arg.slice("--config=".length);
+    } else {
+      throw new TypeError(`Unknown argument "${arg}"; see --help`);
+    }
+  }
+  return args;
+}
+
+async function loadConfig(args: Args): Promise<
+  { config: BridgeConfig; source: string }
+> {
+  const env = Deno.env.toObject();
+  const path = args.config ?? env.DX_CONFIG;
+  if (path) return { config: await loadConfigFile(path, env), source: path };
+  return { config: parseConfig({}, env), source: "defaults" };
+}
+
+async function setUpLogging(level: BridgeConfig["log"]["level"]) {
+  const encoder = new TextEncoder();
+  const format = Deno.stdout.isTerminal()
+    ? getAnsiColorFormatter({ timestamp: "time" })
+    : jsonLinesFormatter;
+  const sink = (record: LogRecord) => {
+    Deno.stdout.writeSync(encoder.encode(format(record)));
+  };
+  await configure({
+    sinks: { stdout: sink },
+    loggers: [
+      { category: ["dataexchange"], lowestLevel: level, sinks: ["stdout"] },
+      {
+        category: ["logtape", "meta"],
+        lowestLevel: "warning",
+        sinks: ["stdout"],
+      },
+    ],
+  });
+}
+
+/**
+ * Runs the command with the given arguments and returns its exit code.
+ *
+ * @param argv The arguments after the program name.
+ * @returns 0, 1 or 2, as documented in the module.
+ */
+export async function main(argv: readonly string[]): Promise<number> {
+  let args: Args;
+  let loaded: { config: BridgeConfig; source: string };
+  try {
+    args = parseArgs(argv);
+    if (args.help) {
+      console.log(HELP);
+      return 0;
+    }
+    loaded = await loadConfig(args);
+  } catch (error) {
+    console.error(error instanceof Error ? error.message : String(error));
+    return 2;
+  }
+  const { config, source } = loaded;
+  if (args.checkConfig) {
+    console.log("configuration ok");
+    return 0;
+  }
+  if (args.printConfig) {
+    console.log(JSON.stringify(config, null, 2));
+    return 0;
+  }
+
+  await setUpLogging(config.log.level);
+  const logger = getLogger(["dataexchange", "cli"]);
+  logger.info(
+    source === "defaults"
+      ? "No configuration file given: using the defaults (local brokers at {mqttUrl} and {kafkaBrokers})"
+      : "Configuration loaded from {source}",
+    {
+      source,
+      mqttUrl: config.mqtt.url,
+      kafkaBrokers: config.kafka.brokers,
+    },
+  );
+
+  const controller = new AbortController();
+  const onSignal = (signal: Deno.Signal) => () => {
+    if (controller.signal.aborted) {
+      logger.warn("Second {signal}: exiting at once", { signal });
+      Deno.exit(1);
+    }
+    logger.info("{signal} received: draining", { signal });
+    controller.abort(new Error(`${signal} received`));
+  };
+  const handlers = (["SIGINT", "SIGTERM"] as const).map((signal) => {
+    const handler = onSignal(signal);
+    Deno.addSignalListener(signal, handler);
+    return [signal, handler] as const;
+  });
+  try {
+    await runBridge(config, { signal: controller.signal });
+    return 0;
+  } catch (error) {
+    if (controller.signal.aborted && !isDataExchangeError(error)) return 0;
+    logger.fatal("Bridge failed: {error}", { error });
+    return 1;
+  } finally {
+    for (const [signal, handler] of handlers) {
+      Deno.removeSignalListener(signal, handler);
+    }
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

@@ -1,0 +1,130 @@
+/**
+ * The error raised when a message is not a valid CloudEvent, with a stable
+ * reason code per failure.
+ *
+ * @module
+ */
+import { DataExchangeError, isDataExchangeError } from "../errors.ts";
+
+/**
+ * Why a message or value is not a valid CloudEvent.
+ *
+ * - `malformed-json`: a structured-mode payload is not JSON text (or is empty).
+ * - `not-an-object`: the JSON text or value is not an object (an array, a
+ *   string, `null`, ...).
+ * - `missing-attribute`: a REQUIRED attribute (`specversion`, `id`, `source`,
+ *   `type`) is absent.
+ * - `invalid-attribute`: an attribute has the wrong type or form (an empty
+ *   string, a `time` that is not RFC 3339, an extension value that is neither
+ *   a string, an int32 integer nor a boolean), or appears more than once.
+ * - `unsupported-specversion`: `specversion` is a string other than `"1.0"`.
+ * - `invalid-extension-name`: an attribute name that is not 1 to 20 lower-case
+ *   ASCII letters or digits, or one that is reserved (`data`).
+ * - `invalid-data`: the event data does not fit its content type: `data` and
+ *   `data_base64` both present, bad base64, a JSON content type whose bytes are
+ *   not JSON, non-string data with a non-JSON content type, or data that
+ *   cannot be serialized.
+ * - `invalid-encoding`: bytes that had to be UTF-8 (a structured payload, a
+ *   header value, text data) are not valid UTF-8.
+ * - `unsupported-format`: a structured-mode message uses an event format other
+ *   than JSON (`application/cloudevents+avro`, the batch format, ...).
+ */
+export type CloudEventErrorCode =
+  | "malformed-json"
+  | "not-an-object"
+  | "missing-attribute"
+  | "invalid-attribute"
+  | "unsupported-specversion"
+  | "invalid-extension-name"
+  | "invalid-data"
+  | "invalid-encoding"
+  | "unsupported-format";
+
+const CODES: ReadonlySet<string> = new Set<CloudEventErrorCode>([
+  "malformed-json",
+  "not-an-object",
+  "missing-attribute",
+  "invalid-attribute",
+  "unsupported-specversion",
+  "invalid-extension-name",
+  "invalid-data",
+  "invalid-encoding",
+  "unsupported-format",
+]);
+
+/** Options accepted by {@linkcode CloudEventError}. */
+export interface CloudEventErrorOptions {
+  /** The error that caused this one, such as a `SyntaxError` from `JSON.parse`. */
+  cause?: unknown;
+  /** The name of the attribute at fault, when there is one. */
+  attribute?: string;
+}
+
+/**
+ * A message or value that is not a valid CloudEvent. Never retriable: the
+ * same bytes fail the same way every time, so they belong on a dead-letter
+ * topic.
+ *
+ * @example Branch on the reason code
+ * ```ts
+ * import { CloudEventError, isCloudEventError } from "./error.ts";
+ *
+ * const error: unknown = new CloudEventError(
+ *   "missing-attribute",
+ *   'The CloudEvent has no "id" attribute',
+ *   { attribute: "id" },
+ * );
+ * if (isCloudEventError(error) && error.code === "missing-attribute") {
+ *   console.log(`bad event: ${error.attribute}`);
+ * }
+ * ```
+ */
+export class CloudEventError extends DataExchangeError {
+  /** Why the event is invalid; one of {@linkcode CloudEventErrorCode}. */
+  override readonly code: CloudEventErrorCode;
+  /** The attribute at fault, when the failure concerns one. */
+  readonly attribute: string | undefined;
+
+  /**
+   * @param code Why the event is invalid.
+   * @param message A readable message naming the attribute, the value given
+   * and what is allowed.
+   * @param options The cause and the attribute at fault.
+   */
+  constructor(
+    code: CloudEventErrorCode,
+    message: string,
+    options: CloudEventErrorOptions = {},
+  ) {
+    super(code, message, { cause: options.cause, retriable: false });
+    this.name = "CloudEventError";
+    this.code = code;
+    this.attribute = options.attribute;
+  }
+}
+
+/**
+ * Tells whether a value is a {@linkcode CloudEventError}, also when it comes
+ * from another copy of this module (it checks the name and code, not only the
+ * class).
+ *
+ * @param value Any value, typically a caught error.
+ * @returns `true` when `value` is a `DataExchangeError` named
+ * `CloudEventError` whose code is a {@linkcode CloudEventErrorCode}.
+ *
+ * @example Tell invalid events from other failures
+ * ```ts
+ * import { isCloudEventError } from "./error.ts";
+ * import { parseStructured } from "./json_format.ts";
+ *
+ * try {
+ *   parseStructured(new TextEncoder().encode("not json"));
+ * } catch (error) {
+ *   console.log(isCloudEventError(error)); // true
+ * }
+ * ```
+ */
+export function isCloudEventError(value: unknown): value is CloudEventError {
+  return isDataExchangeError(value) && value.name === "CloudEventError" &&
+    CODES.has(value.code);
+}

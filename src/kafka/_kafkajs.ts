@@ -1,0 +1,109 @@
+/**
+ * What the Kafka modules share about kafkajs: the client factory that sends
+ * kafkajs' own logs to LogTape, the conversion of records, and the reading of
+ * its errors.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import { Buffer } from "node:buffer";
+import { Kafka, logLevel, type Message } from "kafkajs";
+import type { KafkaRecord } from "../cloudevents/mod.ts";
+
+/** Connection settings shared by the Kafka sink and stream. */
+export interface KafkaConnectionOptions {
+  /** Bootstrap brokers as `host:port`. */
+  brokers: readonly string[];
+  /** Client id reported to the brokers. Default `dx-bridge`. */
+  clientId?: string;
+  /** How long a request may take before it fails, in milliseconds. Default 30000. */
+  requestTimeoutMs?: number;
+  /** How long a connection attempt may take, in milliseconds. Default 3000. */
+  connectionTimeoutMs?: number;
+}
+
+const kafkajsLogger = getLogger(["dataexchange", "kafka", "kafkajs"]);
+
+/** Creates a kafkajs client whose logs go to LogTape. */
+export function createKafka(options: KafkaConnectionOptions): Kafka {
+  if (options.brokers.length === 0) {
+    throw new TypeError(
+      "Kafka needs at least one bootstrap broker as host:port, got none",
+    );
+  }
+  return new Kafka({
+    clientId: options.clientId ?? "dx-bridge",
+    brokers: [...options.brokers],
+    requestTimeout: options.requestTimeoutMs ?? 30000,
+    connectionTimeout: options.connectionTimeoutMs ?? 3000,
+    // Our own retry loop decides for how long to keep trying; kafkajs only
+    // gets a few quick attempts so a failure surfaces to it.
+    retry: { retries: 2, initialRetryTime: 100, maxRetryTime: 1000 },
+    logLevel: logLevel.WARN,
+    logCreator: () => ({ level, log }) => {
+      const { message, ...properties } = log;
+      const text = "kafkajs: {kafkajsMessage}";
+      const props = { kafkajsMessage: message, ...properties };
+      if (level === logLevel.ERROR) kafkajsLogger.error(text, props);
+      else if (level === logLevel.WARN) kafkajsLogger.warn(text, props);
+      else if (level === logLevel.INFO) kafkajsLogger.info(text, props);
+      else kafkajsLogger.debug(text, props);
+    },
+  });
+}
+
+/** Views bytes as a Buffer without copying them. */
+export function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/** Converts a neutral record into a kafkajs message, without copying bytes. */
+export function toKafkajsMessage(record: KafkaRecord): Message {
+  const headers: Record<string, Buffer> = {};
+  for (const name in record.headers) {
+    headers[name] = asBuffer(record.headers[name]);
+  }
+  return {
+    key: record.key === null ? null : asBuffer(record.key),
+    value: record.value === null ? null : asBuffer(record.value),
+    headers,
+  };
+}
+
+/** Kafka error types that a retry of the same record cannot fix. */
+const RECORD_ERRORS = new Set([
+  "MESSAGE_TOO_LARGE",
+  "RECORD_LIST_TOO_LARGE",
+  "INVALID_RECORD",
+  "CORRUPT_MESSAGE",
+  "INVALID_TOPIC_EXCEPTION",
+  "UNSUPPORTED_COMPRESSION_TYPE",
+  "INVALID_TIMESTAMP",
+]);
+
+/**
+ * Finds, along an error's `cause` chain, a Kafka error that rejects the
+ * records themselves (too large, invalid topic, ...). Returns its type, or
+ * `undefined` when the failure may pass (broker down, leader moving, timeout).
+ */
+export function recordErrorType(error: unknown): string | undefined {
+  let current: unknown = error;
+  for (let depth = 0; depth < 8 && current instanceof Error; depth++) {
+    const type = (current as { type?: unknown }).type;
+    if (typeof type === "string" && RECORD_ERRORS.has(type)) return type;
+    current = current.cause;
+  }
+  return undefined;
+}
+
+/** A short description of an error and its causes, for logs and headers. */
+export function describeError(error: unknown): string {
+  const parts: string[] = [];
+  let current: unknown = error;
+  for (let depth = 0; depth < 4 && current !== undefined; depth++) {
+    const text = current instanceof Error ? current.message : String(current);
+    if (!parts.includes(text)) parts.push(text);
+    current = current instanceof Error ? current.cause : undefined;
+  }
+  return parts.join(": ");
+}

@@ -1,0 +1,360 @@
+/**
+ * A Kafka producer that batches records and settles each one only when Kafka
+ * has acknowledged it.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import {
+  ExponentialBackoff,
+  fullJitterGenerator,
+  handleWhen,
+  retry,
+  type RetryPolicy,
+} from "cockatiel";
+import type { Message, Producer } from "kafkajs";
+import { CompressionTypes, Partitioners } from "kafkajs";
+import type { KafkaRecord } from "../cloudevents/mod.ts";
+import { DataExchangeError } from "../errors.ts";
+import {
+  createKafka,
+  describeError,
+  type KafkaConnectionOptions,
+  recordErrorType,
+  toKafkajsMessage,
+} from "./_kafkajs.ts";
+
+const logger = getLogger(["dataexchange", "kafka", "producer"]);
+
+/** Options of {@linkcode KafkaSink.connect}. */
+export interface KafkaSinkOptions extends KafkaConnectionOptions {
+  /** Most records in one produce request. Default 500. */
+  batchSize?: number;
+  /** How long the first record of an idle sink waits for others, in milliseconds. Default 5. */
+  lingerMs?: number;
+  /**
+   * Most records buffered and not yet acknowledged. `send` waits for room
+   * beyond it. Default 10000.
+   */
+  maxBufferedRecords?: number;
+  /** Acknowledgements Kafka must gather: -1 (all in-sync replicas), 1 or 0. Default -1. */
+  acks?: -1 | 0 | 1;
+  /** Compression of produce requests. Default `none`. */
+  compression?: "none" | "gzip";
+  /** First wait before retrying a failed request, in milliseconds. Default 100. */
+  retryInitialDelayMs?: number;
+  /** Longest wait between retries, in milliseconds. Default 30000. */
+  retryMaxDelayMs?: number;
+  /**
+   * Let a send to a missing topic create it, where the brokers allow that
+   * (`auto.create.topics.enable`). Default `false`: a missing topic is an
+   * error that is retried until the topic exists.
+   */
+  allowAutoTopicCreation?: boolean;
+  /** Aborting it stops the retries: what is still buffered is rejected. */
+  signal?: AbortSignal;
+}
+
+interface Pending {
+  readonly topic: string;
+  readonly message: Message;
+  resolve(): void;
+  reject(error: unknown): void;
+}
+
+/**
+ * Sends records to Kafka in batches and resolves each `send` only when Kafka
+ * has acknowledged the record (with `acks: -1`, all in-sync replicas).
+ *
+ * One produce request is in flight at a time, so records keep their order
+ * per partition; records that arrive while it is in flight form the next
+ * batch. Failures that may pass (broker down, leader election, timeout) are
+ * retried with exponential backoff and full jitter for as long as the sink is
+ * open. A failure that belongs to the records themselves (too large, invalid
+ * topic) is narrowed down to the records at fault, which are rejected with a
+ * `record-rejected` error; the others are sent.
+ *
+ * @example Send one record
+ * ```ts ignore
+ * import { KafkaSink } from "@dataexchange/streams/kafka";
+ * import { createCloudEvent, toKafkaRecord } from "@dataexchange/streams/cloudevents";
+ *
+ * await using sink = await KafkaSink.connect({ brokers: ["127.0.0.1:9092"] });
+ * const event = createCloudEvent({ source: "/example", type: "example.created", data: { n: 1 } });
+ * await sink.send("dx.telemetry", toKafkaRecord(event));
+ * ```
+ */
+export class KafkaSink implements AsyncDisposable {
+  #producer: Producer;
+  #batchSize: number;
+  #lingerMs: number;
+  #maxBuffered: number;
+  #acks: -1 | 0 | 1;
+  #compression: CompressionTypes;
+  #queue: Pending[] = [];
+  #inFlight = 0;
+  #sending = false;
+  #linger: ReturnType<typeof setTimeout> | undefined;
+  #roomWaiters: Array<() => void> = [];
+  #idleWaiters: Array<() => void> = [];
+  #closed = false;
+  #abort = new AbortController();
+  #signal: AbortSignal;
+  #retry: RetryPolicy;
+
+  private constructor(producer: Producer, options: KafkaSinkOptions) {
+    this.#producer = producer;
+    this.#batchSize = positive("batchSize", options.batchSize ?? 500);
+    this.#lingerMs = options.lingerMs ?? 5;
+    this.#maxBuffered = positive(
+      "maxBufferedRecords",
+      options.maxBufferedRecords ?? 10000,
+    );
+    this.#acks = options.acks ?? -1;
+    this.#compression = options.compression === "gzip"
+      ? CompressionTypes.GZIP
+      : CompressionTypes.None;
+    const signal = options.signal
+      ? AbortSignal.any([options.signal, this.#abort.signal])
+      : this.#abort.signal;
+    this.#retry = retry(handleWhen((error) => !recordErrorType(error)), {
+      backoff: new ExponentialBackoff({
+        generator: fullJitterGenerator,
+        initialDelay: options.retryInitialDelayMs ?? 100,
+        maxDelay: options.retryMaxDelayMs ?? 30000,
+      }),
+    });
+    this.#retry.onRetry(({ attempt, delay, ...reason }) => {
+      logger.warn(
+        "Kafka produce failed; attempt {attempt}, retrying in {delayMs} ms: {error}",
+        {
+          attempt,
+          delayMs: Math.round(delay),
+          error: "error" in reason ? describeError(reason.error) : "no error",
+        },
+      );
+    });
+    this.#signal = signal;
+  }
+
+  /**
+   * Connects a producer and returns a sink around it. Connecting retries
+   * with backoff until it succeeds or `options.signal` aborts.
+   *
+   * @param options Brokers, batching and retry settings.
+   * @returns A connected sink.
+   * @throws The abort reason when `options.signal` aborts first.
+   */
+  static async connect(options: KafkaSinkOptions): Promise<KafkaSink> {
+    const kafka = createKafka(options);
+    const producer = kafka.producer({
+      createPartitioner: Partitioners.DefaultPartitioner,
+      allowAutoTopicCreation: options.allowAutoTopicCreation ?? false,
+    });
+    await connectWithRetry(
+      () => producer.connect(),
+      options.brokers,
+      options.signal,
+    );
+    logger.info("Kafka producer connected to {brokers}", {
+      brokers: options.brokers,
+    });
+    return new KafkaSink(producer, options);
+  }
+
+  /** Records buffered or in flight, not yet settled. */
+  get pending(): number {
+    return this.#queue.length + this.#inFlight;
+  }
+
+  /**
+   * Queues a record for `topic` and resolves when Kafka has acknowledged it.
+   *
+   * @param topic The Kafka topic.
+   * @param record Key, value and headers.
+   * @returns A promise that resolves on acknowledgement.
+   * @throws {DataExchangeError} `record-rejected` when Kafka refuses the record
+   *   itself (for example, too large); `sink-closed` when the sink closes
+   *   before the record was acknowledged.
+   */
+  async send(topic: string, record: KafkaRecord): Promise<void> {
+    const message = toKafkajsMessage(record);
+    while (this.pending >= this.#maxBuffered && !this.#closed) {
+      await new Promise<void>((resolve) => this.#roomWaiters.push(resolve));
+    }
+    if (this.#closed) throw closedError();
+    return new Promise<void>((resolve, reject) => {
+      this.#queue.push({ topic, message, resolve, reject });
+      if (this.#queue.length >= this.#batchSize) this.#kick();
+      else if (!this.#sending && this.#linger === undefined) {
+        this.#linger = setTimeout(() => this.#kick(), this.#lingerMs);
+      }
+    });
+  }
+
+  /** Resolves when every record queued so far is settled. */
+  flush(): Promise<void> {
+    this.#kick();
+    if (this.pending === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /**
+   * Sends what is buffered, waits for it to be settled (at most
+   * `timeoutMs`), then disconnects. Records still unsettled are rejected
+   * with `sink-closed`.
+   *
+   * @param timeoutMs How long to wait for buffered records. Default 10000.
+   */
+  async close(timeoutMs = 10000): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const wake of this.#roomWaiters.splice(0)) wake();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.flush(),
+      new Promise((resolve) => timer = setTimeout(resolve, timeoutMs)),
+    ]);
+    clearTimeout(timer);
+    this.#abort.abort(closedError());
+    for (const item of this.#queue.splice(0)) item.reject(closedError());
+    await this.#producer.disconnect();
+    logger.info("Kafka producer disconnected");
+  }
+
+  /** Same as {@linkcode KafkaSink.close} with its default timeout. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  #kick(): void {
+    clearTimeout(this.#linger);
+    this.#linger = undefined;
+    if (this.#sending) return;
+    this.#sending = true;
+    this.#drainQueue().finally(() => {
+      this.#sending = false;
+      if (this.#queue.length > 0) this.#kick();
+    });
+  }
+
+  async #drainQueue(): Promise<void> {
+    while (this.#queue.length > 0 && !this.#signal.aborted) {
+      const batch = this.#queue.splice(0, this.#batchSize);
+      this.#inFlight = batch.length;
+      for (const wake of this.#roomWaiters.splice(0)) wake();
+      await this.#deliver(batch);
+      this.#inFlight = 0;
+      if (this.pending === 0) {
+        for (const wake of this.#idleWaiters.splice(0)) wake();
+      }
+    }
+  }
+
+  async #deliver(batch: Pending[]): Promise<void> {
+    try {
+      await this.#retry.execute(
+        () =>
+          this.#producer.sendBatch({
+            acks: this.#acks,
+            compression: this.#compression,
+            topicMessages: groupByTopic(batch),
+          }),
+        this.#signal,
+      );
+      for (const item of batch) item.resolve();
+    } catch (error) {
+      if (this.#signal.aborted) {
+        for (const item of batch) item.reject(closedError(error));
+        return;
+      }
+      if (batch.length > 1) {
+        // Find the records at fault: send the others on their own.
+        for (const item of batch) await this.#deliver([item]);
+        return;
+      }
+      const type = recordErrorType(error) ?? "unknown";
+      batch[0].reject(
+        new DataExchangeError(
+          "record-rejected",
+          `Kafka rejected a record for topic "${batch[0].topic}" (${type}, ${
+            byteLength(batch[0].message)
+          } bytes): ${describeError(error)}`,
+          { cause: error },
+        ),
+      );
+    }
+  }
+}
+
+function groupByTopic(
+  batch: Pending[],
+): Array<{ topic: string; messages: Message[] }> {
+  const byTopic = new Map<string, Message[]>();
+  for (const item of batch) {
+    let messages = byTopic.get(item.topic);
+    if (messages === undefined) byTopic.set(item.topic, messages = []);
+    messages.push(item.message);
+  }
+  return Array.from(byTopic, ([topic, messages]) => ({ topic, messages }));
+}
+
+function byteLength(message: Message): number {
+  const value = message.value;
+  return value === null
+    ? 0
+    : typeof value === "string"
+    ? value.length
+    : value.byteLength;
+}
+
+function positive(name: string, value: number): number {
+  if (!Number.isInteger(value) || value < 1) {
+    throw new RangeError(
+      `KafkaSink ${name} must be a positive integer, got ${value}`,
+    );
+  }
+  return value;
+}
+
+function closedError(cause?: unknown): DataExchangeError {
+  return new DataExchangeError(
+    "sink-closed",
+    "The Kafka sink closed before the record was acknowledged; it was not confirmed as delivered",
+    { cause, retriable: true },
+  );
+}
+
+/**
+ * Runs `connect` until it succeeds, waiting with exponential backoff and full
+ * jitter between attempts, logging each failure at warning.
+ *
+ * @param connect The connection attempt.
+ * @param brokers Where it connects to, for the log.
+ * @param signal Stops the attempts; the promise then rejects with its reason.
+ */
+export async function connectWithRetry(
+  connect: () => Promise<void>,
+  brokers: readonly string[],
+  signal?: AbortSignal,
+): Promise<void> {
+  const policy = retry(handleWhen(() => !signal?.aborted), {
+    backoff: new ExponentialBackoff({
+      generator: fullJitterGenerator,
+      initialDelay: 250,
+      maxDelay: 30000,
+    }),
+  });
+  policy.onRetry(({ attempt, delay, ...reason }) => {
+    logger.warn(
+      "Kafka not reachable at {brokers}; attempt {attempt}, next in {delayMs} ms (run `deno task brokers` to start local brokers): {error}",
+      {
+        brokers,
+        attempt,
+        delayMs: Math.round(delay),
+        error: "error" in reason ? describeError(reason.error) : "no error",
+      },
+    );
+  });
+  await policy.execute(() => connect(), signal);
+}

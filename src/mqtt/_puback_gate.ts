@@ -1,0 +1,285 @@
+/**
+ * Holds the PUBACKs of received QoS 1 messages until the application has
+ * acknowledged them, and releases them in the order the messages arrived.
+ *
+ * MQTT.js hands incoming PUBLISH packets to `client.handleMessage` one at a
+ * time and sends the PUBACK from inside that method's callback; it does not
+ * read the next packet until the callback has been called. Holding the
+ * callback until a message is delivered downstream would therefore allow only
+ * one message in flight. Instead, this gate calls the callback at once, takes
+ * the PUBACK that MQTT.js then tries to write (it does so synchronously, from
+ * inside the callback) and keeps it until the message is acknowledged.
+ *
+ * Rules kept here:
+ * - PUBACKs leave in the order the PUBLISH packets arrived (MQTT 3.1.1 §4.6,
+ *   MQTT 5 §4.6): an acknowledged message waits for every earlier one.
+ * - A PUBACK is only written on the connection its PUBLISH arrived on. After a
+ *   reconnect the broker redelivers what was not acknowledged, so a held
+ *   PUBACK of an older connection is discarded, never sent on the new one.
+ * - At most `capacity` messages are held. At the cap the gate stops calling
+ *   MQTT.js's callback, so MQTT.js stops reading the socket and TCP flow
+ *   control pushes back on the broker; nothing is buffered beyond the cap.
+ * - If MQTT.js ever stops sending the PUBACK from inside the callback, the
+ *   gate cannot hold it and reports a fatal error instead of silently
+ *   acknowledging on receipt (see `_puback_gate_test.ts`).
+ *
+ * @module
+ */
+import type { IPublishPacket, MqttClient } from "mqtt";
+import { DataExchangeError } from "../errors.ts";
+
+/** How the application settles one message taken through the gate. */
+export interface AckTicket {
+  /** Marks the message as done; its PUBACK leaves once all earlier ones have. */
+  ack(): void;
+  /**
+   * Marks the message as not done: its PUBACK is never sent, so the broker
+   * redelivers it on the next connection of this session.
+   */
+  nack(): void;
+}
+
+/** Callbacks and limits of a {@linkcode PubackGate}. */
+export interface PubackGateOptions {
+  /** Most messages held (received and not yet released) at once. */
+  capacity: number;
+  /** Receives each message with the ticket that settles it. */
+  onMessage(packet: IPublishPacket, ticket: AckTicket): void;
+  /**
+   * Called when a nacked message reaches the head of the queue: nothing
+   * behind it can be released until the broker redelivers it, which takes a
+   * new connection.
+   */
+  onBlocked(): void;
+  /** Called once if MQTT.js no longer behaves as this gate relies on. */
+  onFatal(error: DataExchangeError): void;
+}
+
+type SendPacket = (
+  packet: { cmd: string; messageId?: number },
+  cb?: (error?: Error) => void,
+  cbStorePut?: unknown,
+  noStore?: boolean,
+) => void;
+
+/** The internals of MQTT.js the gate hooks into (private in its types). */
+interface HookableClient {
+  handleMessage(
+    packet: IPublishPacket,
+    callback: (error?: Error) => void,
+  ): void;
+  _sendPacket: SendPacket;
+  connected: boolean;
+  on(
+    event: "packetreceive",
+    listener: (packet: { cmd: string }) => void,
+  ): unknown;
+}
+
+const PENDING = 0;
+const ACKED = 1;
+const NACKED = 2;
+
+interface Slot {
+  state: typeof PENDING | typeof ACKED | typeof NACKED;
+  readonly connection: number;
+  puback?: { cmd: string; messageId?: number };
+}
+
+/**
+ * Installs itself on an MQTT.js client before it connects. See the module
+ * documentation for the rules it keeps.
+ */
+export class PubackGate {
+  #options: PubackGateOptions;
+  #send: SendPacket;
+  #client: HookableClient;
+  #slots: Slot[] = [];
+  #head = 0;
+  #connection = 0;
+  #capturing: Slot | undefined;
+  #waiting:
+    | { packet: IPublishPacket; callback: () => void; connection: number }
+    | undefined;
+  #unsettled = 0;
+  #settledWaiters: Array<() => void> = [];
+  #paused = false;
+  #failed = false;
+  #blockedReported = false;
+  #released = 0;
+  #discarded = 0;
+
+  /**
+   * @param client An MQTT.js client that has not connected yet (use `manualConnect`).
+   * @param options Capacity and callbacks.
+   */
+  constructor(client: MqttClient, options: PubackGateOptions) {
+    if (!Number.isInteger(options.capacity) || options.capacity < 1) {
+      throw new RangeError(
+        `PubackGate capacity must be a positive integer, got ${options.capacity}`,
+      );
+    }
+    this.#options = options;
+    this.#client = client as unknown as HookableClient;
+    const send = this.#client._sendPacket;
+    if (typeof send !== "function") {
+      throw new DataExchangeError(
+        "mqtt-client-unsupported",
+        "This MQTT.js version has no _sendPacket method; the PUBACK gate cannot hold acknowledgements. Use mqtt@5.",
+      );
+    }
+    this.#send = send.bind(client);
+    this.#client._sendPacket = (packet, cb, cbStorePut, noStore) => {
+      const slot = this.#capturing;
+      if (packet.cmd === "puback" && slot !== undefined) {
+        this.#capturing = undefined;
+        slot.puback = packet;
+        cb?.();
+        return;
+      }
+      this.#send(packet, cb, cbStorePut, noStore);
+    };
+    this.#client.handleMessage = (packet, callback) =>
+      this.#receive(packet, callback);
+    // A new connection starts with its CONNACK. MQTT.js emits "connect"
+    // only later, after flushing its outgoing store, and PUBLISH packets of
+    // the new connection may be handled before that.
+    this.#client.on("packetreceive", (packet) => {
+      if (packet.cmd !== "connack") return;
+      this.#connection++;
+      this.#blockedReported = false;
+      // A PUBLISH that waited for room on the previous connection will be
+      // redelivered by the broker; its PUBACK must not go out on this one.
+      this.#waiting = undefined;
+      this.#release();
+    });
+  }
+
+  /** Messages held: received and not yet released or discarded. */
+  get size(): number {
+    return this.#slots.length - this.#head;
+  }
+
+  /** Messages handed out whose ticket has not been settled yet. */
+  get unsettled(): number {
+    return this.#unsettled;
+  }
+
+  /** Whether a received message waits for room (the gate is at capacity or paused). */
+  get waiting(): boolean {
+    return this.#waiting !== undefined;
+  }
+
+  /** Resolves once every handed-out message has been acked or nacked. */
+  whenSettled(): Promise<void> {
+    if (this.#unsettled === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#settledWaiters.push(resolve));
+  }
+
+  /** PUBACKs written so far. */
+  get released(): number {
+    return this.#released;
+  }
+
+  /** Acknowledged messages whose PUBACK was dropped because the connection changed. */
+  get discarded(): number {
+    return this.#discarded;
+  }
+
+  /**
+   * Stops taking messages: the next PUBLISH waits, unacknowledged, and MQTT.js
+   * stops reading the socket. Used when the stream shuts down.
+   */
+  pause(): void {
+    this.#paused = true;
+  }
+
+  #receive(packet: IPublishPacket, callback: () => void): void {
+    if (this.#failed) return; // Never acknowledge once the gate cannot hold.
+    if (packet.qos !== 1) {
+      // QoS 0 has no acknowledgement to hold; QoS 2 is never requested.
+      this.#options.onMessage(packet, NO_TICKET);
+      callback();
+      return;
+    }
+    if (this.#paused || this.size >= this.#options.capacity) {
+      this.#waiting = { packet, callback, connection: this.#connection };
+      return;
+    }
+    this.#take(packet, callback);
+  }
+
+  #take(
+    packet: IPublishPacket,
+    callback: () => void,
+    connection = this.#connection,
+  ): void {
+    const slot: Slot = { state: PENDING, connection };
+    this.#capturing = slot;
+    callback();
+    this.#capturing = undefined;
+    if (slot.puback === undefined) {
+      this.#failed = true;
+      this.#options.onFatal(
+        new DataExchangeError(
+          "mqtt-client-unsupported",
+          "MQTT.js did not send the PUBACK from inside the handleMessage callback, so it cannot be held until delivery; refusing to continue. Pin mqtt to a 5.x version known to work.",
+        ),
+      );
+      return;
+    }
+    this.#slots.push(slot);
+    this.#unsettled++;
+    this.#options.onMessage(packet, {
+      ack: () => this.#settle(slot, ACKED),
+      nack: () => this.#settle(slot, NACKED),
+    });
+  }
+
+  #settle(slot: Slot, state: typeof ACKED | typeof NACKED): void {
+    if (slot.state !== PENDING) return;
+    slot.state = state;
+    this.#unsettled--;
+    if (this.#unsettled === 0 && this.#settledWaiters.length > 0) {
+      for (const resolve of this.#settledWaiters.splice(0)) resolve();
+    }
+    this.#release();
+  }
+
+  #release(): void {
+    const slots = this.#slots;
+    while (this.#head < slots.length) {
+      const slot = slots[this.#head];
+      const current = slot.connection === this.#connection;
+      if (slot.state === PENDING) break;
+      if (slot.state === NACKED && current) {
+        if (!this.#blockedReported) {
+          this.#blockedReported = true;
+          this.#options.onBlocked();
+        }
+        break;
+      }
+      if (slot.state === ACKED && current && this.#client.connected) {
+        this.#send(slot.puback!);
+        this.#released++;
+      } else if (slot.state === ACKED) {
+        this.#discarded++;
+      }
+      this.#head++;
+    }
+    if (this.#head > 1024 && this.#head * 2 > slots.length) {
+      this.#slots = slots.slice(this.#head);
+      this.#head = 0;
+    }
+    const waiting = this.#waiting;
+    if (
+      waiting !== undefined && !this.#paused &&
+      this.size < this.#options.capacity
+    ) {
+      this.#waiting = undefined;
+      this.#take(waiting.packet, waiting.callback, waiting.connection);
+    }
+  }
+}
+
+const NO_TICKET: AckTicket = { ack() {}, nack() {} };

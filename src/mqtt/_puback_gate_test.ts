@@ -1,0 +1,272 @@
+import assert from "node:assert/strict";
+import mqtt from "mqtt";
+import type { IPublishPacket, MqttClient } from "mqtt";
+import { testBrokers } from "../../tests/_brokers.ts";
+import { type AckTicket, PubackGate } from "./_puback_gate.ts";
+
+const brokers = await testBrokers();
+const ignore = brokers === undefined;
+let nextId = 0;
+
+function uniqueName(prefix: string): string {
+  return `${prefix}-${Date.now().toString(36)}-${nextId++}`;
+}
+
+interface Received {
+  packet: IPublishPacket;
+  ticket: AckTicket;
+}
+
+/** A gated subscriber with a persistent session; collects what arrives. */
+async function gatedSubscriber(
+  clientId: string,
+  topic: string,
+  capacity: number,
+  protocolVersion: 4 | 5 = 5,
+) {
+  const client = mqtt.connect(brokers!.mqttUrl, {
+    clientId,
+    clean: false,
+    manualConnect: true,
+    protocolVersion,
+    reconnectPeriod: 100,
+    properties: protocolVersion === 5
+      ? { sessionExpiryInterval: 300 }
+      : undefined,
+  });
+  const received: Received[] = [];
+  const fatal: Error[] = [];
+  let onChange = () => {};
+  const gate = new PubackGate(client, {
+    capacity,
+    onMessage(packet, ticket) {
+      received.push({ packet, ticket });
+      onChange();
+    },
+    onBlocked() {},
+    onFatal(error) {
+      fatal.push(error);
+    },
+  });
+  // Waits for a condition, checked on each message and every few
+  // milliseconds (some states, such as a packet waiting for room, change
+  // without a message being handed out).
+  const until = (condition: () => boolean, what: string) =>
+    new Promise<void>((resolve, reject) => {
+      const deadline = setTimeout(() => {
+        clearInterval(poll);
+        reject(new Error(`timed out waiting for ${what}`));
+      }, 10000);
+      const check = () => {
+        if (!condition()) return;
+        clearTimeout(deadline);
+        clearInterval(poll);
+        onChange = () => {};
+        resolve();
+      };
+      const poll = setInterval(check, 5);
+      onChange = check;
+      check();
+    });
+  client.connect();
+  await new Promise<void>((resolve) => client.once("connect", () => resolve()));
+  await client.subscribeAsync(topic, { qos: 1 });
+  return { client, gate, received, fatal, until };
+}
+
+async function publish(topic: string, count: number): Promise<void> {
+  const publisher = await mqtt.connectAsync(brokers!.mqttUrl, {
+    clientId: uniqueName("pub"),
+  });
+  for (let i = 0; i < count; i++) {
+    await publisher.publishAsync(topic, String(i), { qos: 1 });
+  }
+  await publisher.endAsync();
+}
+
+/** Reconnects a plain client to the session and collects what it redelivers. */
+async function redelivered(
+  clientId: string,
+  topic: string,
+): Promise<string[]> {
+  const client = mqtt.connect(brokers!.mqttUrl, {
+    clientId,
+    clean: false,
+    protocolVersion: 5,
+    properties: { sessionExpiryInterval: 0 },
+  });
+  const payloads: string[] = [];
+  // A marker published after the reconnect arrives after every redelivery.
+  const marker = `marker-${clientId}`;
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`no marker; got ${payloads.join(",")}`)),
+      10000,
+    );
+    client.on("message", (_topic, payload) => {
+      const text = new TextDecoder().decode(payload);
+      if (text === marker) {
+        clearTimeout(timer);
+        resolve();
+      } else payloads.push(text);
+    });
+    client.once("connect", () => {
+      mqtt.connectAsync(brokers!.mqttUrl, { clientId: uniqueName("mark") })
+        .then(async (marker_publisher) => {
+          await marker_publisher.publishAsync(topic, marker, { qos: 1 });
+          await marker_publisher.endAsync();
+        }, reject);
+    });
+  });
+  await client.endAsync();
+  return payloads;
+}
+
+Deno.test({
+  name: "PubackGate hands out messages before any is acknowledged",
+  ignore,
+  async fn() {
+    const topic = uniqueName("gate/pipelined");
+    const clientId = uniqueName("gate");
+    const sub = await gatedSubscriber(clientId, topic, 100);
+    await publish(topic, 50);
+    await sub.until(() => sub.received.length === 50, "50 messages");
+    assert.equal(sub.gate.released, 0);
+    assert.equal(sub.gate.unsettled, 50);
+    assert.deepEqual(sub.fatal, []);
+    await sub.client.endAsync(true);
+    const again = await redelivered(clientId, topic);
+    assert.deepEqual(
+      again.sort(),
+      sub.received.map((r) => String(r.packet.payload)).sort(),
+    );
+  },
+});
+
+Deno.test({
+  name: "PubackGate releases only the acknowledged prefix, in order",
+  ignore,
+  async fn() {
+    const topic = uniqueName("gate/order");
+    const clientId = uniqueName("gate");
+    const sub = await gatedSubscriber(clientId, topic, 100);
+    await publish(topic, 5);
+    await sub.until(() => sub.received.length === 5, "5 messages");
+    const [m0, m1, m2] = sub.received;
+    m1.ticket.ack();
+    m2.ticket.ack();
+    assert.equal(sub.gate.released, 0, "acks after an unacked one wait");
+    m0.ticket.ack();
+    assert.equal(sub.gate.released, 3);
+    m0.ticket.ack(); // a second ack changes nothing
+    assert.equal(sub.gate.released, 3);
+    await sub.client.endAsync();
+    const again = await redelivered(clientId, topic);
+    assert.deepEqual(again, ["3", "4"]);
+  },
+});
+
+Deno.test({
+  name: "PubackGate never lets a nacked message be acknowledged",
+  ignore,
+  async fn() {
+    const topic = uniqueName("gate/nack");
+    const clientId = uniqueName("gate");
+    const sub = await gatedSubscriber(clientId, topic, 100);
+    await publish(topic, 3);
+    await sub.until(() => sub.received.length === 3, "3 messages");
+    sub.received[0].ticket.ack();
+    sub.received[1].ticket.nack();
+    sub.received[2].ticket.ack();
+    assert.equal(sub.gate.released, 1);
+    await sub.client.endAsync();
+    const again = await redelivered(clientId, topic);
+    assert.deepEqual(again, ["1", "2"]);
+  },
+});
+
+Deno.test({
+  name: "PubackGate stops reading at its capacity and resumes on ack",
+  ignore,
+  async fn() {
+    const topic = uniqueName("gate/cap");
+    const clientId = uniqueName("gate");
+    // MQTT 3.1.1: no Receive Maximum, so only the gate holds the broker back.
+    const sub = await gatedSubscriber(clientId, topic, 10, 4);
+    await publish(topic, 30);
+    await sub.until(() => sub.gate.waiting, "a message waiting for room");
+    assert.equal(sub.received.length, 10);
+    sub.received[0].ticket.ack();
+    await sub.until(() => sub.gate.waiting, "the next one waiting");
+    assert.equal(sub.received.length, 11);
+    // Acknowledge whatever has arrived until all 30 have.
+    await sub.until(() => {
+      for (const r of sub.received) r.ticket.ack();
+      return sub.received.length === 30;
+    }, "all 30 messages");
+    assert.equal(sub.gate.released, 30);
+    await sub.client.endAsync();
+  },
+});
+
+Deno.test({
+  name: "PubackGate drops acknowledgements of a previous connection",
+  ignore,
+  async fn() {
+    const topic = uniqueName("gate/reconnect");
+    const clientId = uniqueName("gate");
+    const sub = await gatedSubscriber(clientId, topic, 100);
+    await publish(topic, 4);
+    await sub.until(() => sub.received.length === 4, "4 messages");
+    const first = sub.received.splice(0);
+    // Drop the connection; the session redelivers the 4 messages.
+    (sub.client as unknown as { stream: { destroy(): void } }).stream.destroy();
+    await sub.until(() => sub.received.length === 4, "4 redelivered messages");
+    for (const r of first) r.ticket.ack();
+    assert.equal(sub.gate.discarded, 4, "acks of the old connection dropped");
+    assert.equal(sub.gate.released, 0, "old acks wait behind nothing new");
+    for (const r of sub.received) {
+      assert.equal(
+        r.packet.dup,
+        true,
+        `redelivery ${r.packet.payload} has DUP`,
+      );
+      r.ticket.ack();
+    }
+    assert.equal(sub.gate.released, 4, "acks of the new connection sent");
+    await sub.client.endAsync();
+    assert.deepEqual(await redelivered(clientId, topic), []);
+  },
+});
+
+// MQTT.js behaviour the gate relies on: the PUBACK of a QoS 1 message is
+// written from inside the handleMessage callback. If a release of MQTT.js
+// changes that, this must fail rather than let messages be acknowledged on
+// receipt.
+Deno.test("PubackGate fails loudly when MQTT.js sends no PUBACK from the callback", () => {
+  const listeners: Record<string, () => void> = {};
+  const fake = {
+    connected: true,
+    _sendPacket() {},
+    handleMessage(_packet: IPublishPacket, callback: () => void) {
+      callback();
+    },
+    on(event: string, listener: () => void) {
+      listeners[event] = listener;
+    },
+  };
+  const fatal: Error[] = [];
+  const received: unknown[] = [];
+  new PubackGate(fake as unknown as MqttClient, {
+    capacity: 10,
+    onMessage: (packet) => received.push(packet),
+    onBlocked() {},
+    onFatal: (error) => fatal.push(error),
+  });
+  const packet = { cmd: "publish", qos: 1, messageId: 7, topic: "t" };
+  // MQTT.js' own flow would call _sendPacket here; this version does not.
+  fake.handleMessage(packet as IPublishPacket, () => {});
+  assert.equal(fatal.length, 1);
+  assert.equal((fatal[0] as { code?: string }).code, "mqtt-client-unsupported");
+  assert.deepEqual(received, [], "the message is not handed out");
+});

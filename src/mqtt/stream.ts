@@ -1,0 +1,424 @@
+/**
+ * An MQTT subscription as an async generator of CloudEvent envelopes with
+ * explicit acknowledgement.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import mqtt from "mqtt";
+import type { IClientOptions, IPublishPacket, MqttClient } from "mqtt";
+import {
+  CloudEventError,
+  fromMqttMessage,
+  type MqttMessage,
+} from "../cloudevents/mod.ts";
+import type { Envelope } from "../envelope.ts";
+import { DataExchangeError, isDataExchangeError } from "../errors.ts";
+import { type AckTicket, PubackGate } from "./_puback_gate.ts";
+
+const logger = getLogger(["dataexchange", "mqtt"]);
+
+/** An envelope of the MQTT stream. */
+export type MqttEnvelope = Envelope<MqttMessage>;
+
+/** The state of the stream's connection, as reported to `onState`. */
+export type MqttConnectionState = "connecting" | "connected" | "disconnected";
+
+/** Options of {@linkcode mqttStream}. */
+export interface MqttStreamOptions {
+  /** Broker URL, such as `mqtt://127.0.0.1:1883` or `mqtts://host:8883`. */
+  url: string;
+  /** Topic filters to subscribe to, such as `devices/#` or `$share/group/devices/#`. */
+  topics: readonly string[];
+  /**
+   * Client id. Keep it stable: the broker keeps the session, and with it the
+   * unacknowledged messages, under this id.
+   */
+  clientId: string;
+  /** MQTT protocol version: 4 (3.1.1) or 5. Default 5. */
+  protocolVersion?: 4 | 5;
+  /** Subscription QoS. Default 1; with 0 nothing is redelivered. */
+  qos?: 0 | 1;
+  /**
+   * Most messages received and not yet acknowledged. At the cap the stream
+   * stops reading; on MQTT 5 the broker is also told (Receive Maximum).
+   * Default 1000.
+   */
+  maxInFlight?: number;
+  /** MQTT 5 session expiry in seconds. Default 604800 (one week). */
+  sessionExpirySeconds?: number;
+  /** Wait between connection attempts, in milliseconds. Default 1000. */
+  reconnectPeriodMs?: number;
+  /**
+   * When `signal` aborts, how long to wait for handed-out envelopes to be
+   * settled before disconnecting, in milliseconds. Default 10000.
+   */
+  drainTimeoutMs?: number;
+  /** Ends the stream: it stops reading, drains, then disconnects. */
+  signal?: AbortSignal;
+  /** Called on each change of connection state. */
+  onState?: (state: MqttConnectionState) => void;
+  /** Further MQTT.js options (credentials, TLS, keepalive). */
+  clientOptions?: Omit<IClientOptions, "clientId" | "clean" | "manualConnect">;
+}
+
+/**
+ * Subscribes to MQTT topics and yields each message as an envelope holding a
+ * CloudEvent (or the reason it is not one) with `ack()` and `nack()`.
+ *
+ * Delivery is at least once: a QoS 1 message is acknowledged to the broker
+ * only when `ack()` has been called for it and for every message received
+ * before it on the same connection. The session is persistent (`clean:
+ * false`), so whatever was not acknowledged before a crash or a dropped
+ * connection is delivered again, with the same payload, on the next connection.
+ * `nack()` leaves the message unacknowledged and makes the stream reconnect
+ * once earlier messages are settled, so the broker delivers it again.
+ *
+ * Invalid messages (not a CloudEvent, or one that breaks the specification)
+ * do not end the stream: they arrive as `kind: "invalid"` envelopes with the
+ * original bytes and a `CloudEventError`, to be settled like any other.
+ *
+ * Ending: when `signal` aborts, the stream stops reading, waits up to
+ * `drainTimeoutMs` for handed-out envelopes to be settled, releases their
+ * acknowledgements, disconnects and ends. Leaving the loop early (`break`)
+ * disconnects at once; what was not acknowledged stays at the broker.
+ *
+ * @param options Connection, subscription and flow-control settings.
+ * @returns An async generator of envelopes.
+ * @throws {DataExchangeError} `subscribe-failed` when the broker refuses a
+ *   subscription, `mqtt-client-unsupported` when the MQTT.js version does not
+ *   allow holding acknowledgements.
+ *
+ * @example Read events and acknowledge them
+ * ```ts ignore
+ * import { mqttStream } from "@dataexchange/streams/mqtt";
+ *
+ * const controller = new AbortController();
+ * for await (const envelope of mqttStream({
+ *   url: "mqtt://127.0.0.1:1883",
+ *   topics: ["devices/#"],
+ *   clientId: "example-reader",
+ *   signal: controller.signal,
+ * })) {
+ *   if (envelope.kind === "event") console.log(envelope.event.type);
+ *   envelope.ack();
+ * }
+ * ```
+ */
+export async function* mqttStream(
+  options: MqttStreamOptions,
+): AsyncGenerator<MqttEnvelope, void, undefined> {
+  const settings = validate(options);
+  const { signal } = options;
+  signal?.throwIfAborted();
+
+  const queue: MqttEnvelope[] = [];
+  let wake: (() => void) | undefined;
+  let fatal: DataExchangeError | undefined;
+  const notify = () => {
+    const resolve = wake;
+    wake = undefined;
+    resolve?.();
+  };
+
+  const client = mqtt.connect(settings.url, {
+    ...options.clientOptions,
+    clientId: settings.clientId,
+    clean: false,
+    manualConnect: true,
+    protocolVersion: settings.protocolVersion,
+    reconnectPeriod: settings.reconnectPeriodMs,
+    resubscribe: true,
+    properties: settings.protocolVersion === 5
+      ? {
+        ...options.clientOptions?.properties,
+        sessionExpiryInterval: settings.sessionExpirySeconds,
+        receiveMaximum: settings.maxInFlight,
+      }
+      : undefined,
+  });
+  const gate = new PubackGate(client, {
+    capacity: settings.maxInFlight,
+    onMessage(packet, ticket) {
+      queue.push(toEnvelope(packet, ticket, settings.protocolVersion));
+      notify();
+    },
+    onBlocked() {
+      if (signal?.aborted) return;
+      logger.warn(
+        "A message was not acknowledged; reconnecting so the broker delivers it again",
+        { clientId: settings.clientId },
+      );
+      client.reconnect();
+    },
+    onFatal(error) {
+      fatal = error;
+      notify();
+    },
+  });
+  watchConnection(client, settings, options.onState);
+
+  const onAbort = () => notify();
+  signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    options.onState?.("connecting");
+    client.connect();
+    // Not awaited: a resumed session delivers its stored messages before the
+    // SUBACK, and they must be taken (and acknowledged) for it to arrive.
+    subscribe(client, settings, signal).catch((error) => {
+      if (signal?.aborted) return;
+      fatal = isDataExchangeError(error) ? error : new DataExchangeError(
+        "subscribe-failed",
+        `Subscribing to ${settings.topics.join(", ")} failed: ${error}`,
+        { cause: error },
+      );
+      notify();
+    });
+    while (!signal?.aborted) {
+      if (fatal) throw fatal;
+      const envelope = queue.shift();
+      if (envelope !== undefined) {
+        yield envelope;
+        continue;
+      }
+      await new Promise<void>((resolve) => wake = resolve);
+    }
+    gate.pause();
+    await drain(gate, settings.drainTimeoutMs);
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+    gate.pause();
+    await client.endAsync(!client.connected).catch((error: unknown) =>
+      logger.warn("MQTT disconnect failed: {error}", { error })
+    );
+    options.onState?.("disconnected");
+    logger.info("MQTT stream closed", {
+      clientId: settings.clientId,
+      released: gate.released,
+      unacknowledged: gate.size,
+    });
+  }
+}
+
+type Settings =
+  & Required<
+    Pick<
+      MqttStreamOptions,
+      | "url"
+      | "clientId"
+      | "protocolVersion"
+      | "qos"
+      | "maxInFlight"
+      | "sessionExpirySeconds"
+      | "reconnectPeriodMs"
+      | "drainTimeoutMs"
+    >
+  >
+  & { topics: readonly string[] };
+
+function validate(options: MqttStreamOptions): Settings {
+  if (options.topics.length === 0) {
+    throw new TypeError(
+      "mqttStream needs at least one topic filter in `topics`, got none",
+    );
+  }
+  if (options.clientId === "") {
+    throw new TypeError(
+      "mqttStream needs a non-empty, stable `clientId` for its persistent session",
+    );
+  }
+  const maxInFlight = options.maxInFlight ?? 1000;
+  if (
+    !Number.isInteger(maxInFlight) || maxInFlight < 1 || maxInFlight > 65535
+  ) {
+    throw new RangeError(
+      `mqttStream maxInFlight must be an integer from 1 to 65535, got ${maxInFlight}`,
+    );
+  }
+  return {
+    url: options.url,
+    topics: options.topics,
+    clientId: options.clientId,
+    protocolVersion: options.protocolVersion ?? 5,
+    qos: options.qos ?? 1,
+    maxInFlight,
+    sessionExpirySeconds: options.sessionExpirySeconds ?? 604800,
+    reconnectPeriodMs: options.reconnectPeriodMs ?? 1000,
+    drainTimeoutMs: options.drainTimeoutMs ?? 10000,
+  };
+}
+
+function toEnvelope(
+  packet: IPublishPacket,
+  ticket: AckTicket,
+  protocolVersion: 4 | 5,
+): MqttEnvelope {
+  const message = toMessage(packet);
+  const receivedAt = Date.now();
+  const ack = () => ticket.ack();
+  const nack = (reason: unknown) => {
+    logger.debug("MQTT message nacked on {topic}: {reason}", {
+      topic: message.topic,
+      reason,
+    });
+    ticket.nack();
+  };
+  try {
+    const event = fromMqttMessage(message, { protocolVersion });
+    return { kind: "event", event, message, receivedAt, ack, nack };
+  } catch (error) {
+    const cause = error instanceof CloudEventError
+      ? error
+      : new CloudEventError(
+        "invalid-encoding",
+        `The MQTT message on ${message.topic} could not be decoded`,
+        { cause: error },
+      );
+    return { kind: "invalid", error: cause, message, receivedAt, ack, nack };
+  }
+}
+
+function toMessage(packet: IPublishPacket): MqttMessage {
+  const payload = typeof packet.payload === "string"
+    ? new TextEncoder().encode(packet.payload)
+    : new Uint8Array(
+      packet.payload.buffer,
+      packet.payload.byteOffset,
+      packet.payload.byteLength,
+    );
+  const props = packet.properties;
+  return {
+    topic: packet.topic,
+    payload,
+    qos: packet.qos === 2 ? 1 : packet.qos,
+    retain: packet.retain,
+    dup: packet.dup,
+    properties: props && (props.contentType || props.userProperties)
+      ? {
+        contentType: props.contentType,
+        userProperties: props.userProperties,
+      }
+      : undefined,
+  };
+}
+
+function watchConnection(
+  client: MqttClient,
+  settings: Settings,
+  onState: MqttStreamOptions["onState"],
+): void {
+  let attempts = 0;
+  let wasConnected = false;
+  client.on("connect", (connack) => {
+    attempts = 0;
+    wasConnected = true;
+    onState?.("connected");
+    logger.info("MQTT connected to {url}", {
+      url: redactUrl(settings.url),
+      clientId: settings.clientId,
+      sessionPresent: connack.sessionPresent,
+    });
+  });
+  client.on("close", () => {
+    if (wasConnected) {
+      wasConnected = false;
+      onState?.("disconnected");
+      logger.warn("MQTT connection to {url} closed; reconnecting", {
+        url: redactUrl(settings.url),
+      });
+    }
+  });
+  client.on("reconnect", () => {
+    attempts++;
+    onState?.("connecting");
+    if (attempts > 1) {
+      logger.warn(
+        "MQTT broker at {url} not reachable; attempt {attempt}, next in {delayMs} ms",
+        {
+          url: redactUrl(settings.url),
+          attempt: attempts,
+          delayMs: settings.reconnectPeriodMs,
+        },
+      );
+    }
+  });
+  client.on("error", (error) => {
+    logger.warn("MQTT client error at {url}: {error}", {
+      url: redactUrl(settings.url),
+      error,
+    });
+  });
+}
+
+async function subscribe(
+  client: MqttClient,
+  settings: Settings,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  await waitForConnect(client, signal);
+  const granted = await client.subscribeAsync(
+    settings.topics.map((topic) => topic),
+    { qos: settings.qos },
+  );
+  for (const grant of granted) {
+    if (grant.qos === 128 || grant.qos > 2) {
+      throw new DataExchangeError(
+        "subscribe-failed",
+        `The MQTT broker refused the subscription to "${grant.topic}" (reason code ${grant.qos}); check the topic filter and the broker's access rules`,
+      );
+    }
+  }
+  logger.info("MQTT subscribed to {topics}", {
+    topics: settings.topics,
+    qos: settings.qos,
+  });
+}
+
+function waitForConnect(
+  client: MqttClient,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  if (client.connected) return Promise.resolve();
+  return new Promise<void>((resolve, reject) => {
+    const done = () => {
+      client.off("connect", onConnect);
+      signal?.removeEventListener("abort", onAbort);
+    };
+    const onConnect = () => {
+      done();
+      resolve();
+    };
+    const onAbort = () => {
+      done();
+      reject(signal!.reason);
+    };
+    client.on("connect", onConnect);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+async function drain(gate: PubackGate, timeoutMs: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    gate.whenSettled(),
+    new Promise((resolve) => timer = setTimeout(resolve, timeoutMs)),
+  ]);
+  clearTimeout(timer);
+  if (gate.unsettled > 0) {
+    logger.warn(
+      "{count} MQTT messages were not settled within {timeoutMs} ms; the broker will deliver them again",
+      { count: gate.unsettled, timeoutMs },
+    );
+  }
+}
+
+/** Removes credentials from a URL before it is logged. */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = "***";
+    return parsed.toString();
+  } catch {
+    return "<invalid URL>";
+  }
+}

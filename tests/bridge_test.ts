@@ -1,0 +1,170 @@
+import assert from "node:assert/strict";
+import {
+  createCloudEvent,
+  fromKafkaRecord,
+  serializeStructured,
+} from "../src/cloudevents/mod.ts";
+import { parseConfig, runBridge } from "../src/bridge/mod.ts";
+import { testBrokers } from "./_brokers.ts";
+import {
+  createTopics,
+  header,
+  type Publication,
+  publishAll,
+  readTopics,
+  uniqueName,
+} from "./_kafka.ts";
+
+const brokers = await testBrokers();
+const encoder = new TextEncoder();
+
+/** Malformed payloads and the dead-letter reason each must get. */
+const MALFORMED: ReadonlyArray<[string, Uint8Array]> = [
+  ["malformed-json", encoder.encode("{not json")],
+  ["not-an-object", encoder.encode("[1,2,3]")],
+  [
+    "missing-attribute",
+    encoder.encode(
+      '{"specversion":"1.0","source":"/s","type":"t","classification":"alert"}',
+    ),
+  ],
+  [
+    "unsupported-specversion",
+    encoder.encode('{"specversion":"0.3","id":"1","source":"/s","type":"t"}'),
+  ],
+  ["invalid-encoding", new Uint8Array([0xff, 0xfe, 0x00, 0x7b])],
+];
+
+Deno.test({
+  name:
+    "bridge routes 1,000 events by classification and dead-letters malformed payloads unchanged",
+  ignore: brokers === undefined,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const id = uniqueName("routing");
+    const topics = {
+      telemetry: `${id}.telemetry`,
+      alert: `${id}.alert`,
+      audit: `${id}.audit`,
+    };
+    const defaultTopic = `${id}.default`;
+    const deadLetterTopic = `${id}.dlq`;
+    const mqttPrefix = `${id}/devices`;
+    const config = parseConfig({
+      mqtt: {
+        url: brokers!.mqttUrl,
+        topics: [`${mqttPrefix}/#`],
+        clientId: `${id}-bridge`,
+      },
+      kafka: { brokers: brokers!.kafkaBrokers },
+      routes: topics,
+      defaultTopic,
+      deadLetterTopic,
+      log: { level: "warning" },
+    });
+    const controller = new AbortController();
+    let ready!: () => void;
+    const isReady = new Promise<void>((resolve) => ready = resolve);
+    const running = runBridge(config, {
+      signal: controller.signal,
+      onReady: ready,
+    });
+    await isReady;
+
+    // 200 events of each kind; half structured, half binary (MQTT 5).
+    const kinds = ["telemetry", "alert", "audit", "unknown", undefined];
+    const events = Array.from({ length: 1000 }, (_, i) =>
+      createCloudEvent({
+        source: `/test/${id}`,
+        type: "dev.dataexchange.test",
+        subject: `device-${i % 7}`,
+        classification: kinds[i % kinds.length],
+        data: { i, reading: i * 0.5 },
+      }));
+    const publications: Publication[] = events.map((event, i) =>
+      i % 2 === 0
+        ? {
+          topic: `${mqttPrefix}/${i % 7}`,
+          payload: serializeStructured(event),
+          options: {
+            properties: { contentType: "application/cloudevents+json" },
+          },
+        }
+        : binaryPublication(`${mqttPrefix}/${i % 7}`, event)
+    );
+    for (const [, payload] of MALFORMED) {
+      publications.push({ topic: `${mqttPrefix}/bad`, payload });
+    }
+    await publishAll(brokers!.mqttUrl, publications);
+
+    const all = [...Object.values(topics), defaultTopic, deadLetterTopic];
+    await createTopics(brokers!.kafkaBrokers, all);
+    const records = await readTopics(brokers!.kafkaBrokers, all, {
+      until: (read) => read.length >= 1005,
+    });
+    controller.abort();
+    const stats = await running;
+
+    assert.equal(records.length, 1005);
+    assert.equal(stats.received, 1005);
+    assert.equal(stats.delivered, 1000);
+    assert.equal(stats.deadLettered, 5);
+    assert.equal(stats.failed, 0);
+
+    const byId = new Map(events.map((event) => [event.id, event]));
+    const expectedTopic = (classification: unknown) =>
+      topics[classification as keyof typeof topics] ?? defaultTopic;
+    const deadLetters = records.filter((r) => r.topic === deadLetterTopic);
+    for (const record of records) {
+      if (record.topic === deadLetterTopic) continue;
+      const event = fromKafkaRecord({
+        key: record.message.key,
+        value: record.message.value,
+        headers: record.message.headers,
+      });
+      const sent = byId.get(event.id);
+      assert.ok(sent, `unexpected event ${event.id}`);
+      assert.equal(record.topic, expectedTopic(sent.classification));
+      assert.deepEqual(event, sent);
+      byId.delete(event.id);
+    }
+    assert.equal(byId.size, 0, "every event arrived once");
+
+    assert.equal(deadLetters.length, MALFORMED.length);
+    for (const [code, payload] of MALFORMED) {
+      const match = deadLetters.find((r) =>
+        bytesEqual(r.message.value!, payload)
+      );
+      assert.ok(match, `dead letter for ${code} keeps its bytes`);
+      assert.equal(header(match.message, "dx-error"), code);
+      assert.equal(header(match.message, "dx-mqtt-topic"), `${mqttPrefix}/bad`);
+      assert.ok(header(match.message, "dx-error-detail"));
+    }
+  },
+});
+
+function binaryPublication(
+  topic: string,
+  event: ReturnType<typeof createCloudEvent>,
+): Publication {
+  const userProperties: Record<string, string> = {};
+  for (const [name, value] of Object.entries(event)) {
+    if (name === "data" || name === "datacontenttype") continue;
+    userProperties[name] = String(value);
+  }
+  return {
+    topic,
+    payload: JSON.stringify(event.data),
+    options: {
+      properties: {
+        contentType: event.datacontenttype,
+        userProperties,
+      },
+    },
+  };
+}
+
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  return a.byteLength === b.byteLength && a.every((byte, i) => byte === b[i]);
+}

@@ -1,0 +1,86 @@
+import assert from "node:assert/strict";
+import mqtt from "mqtt";
+import {
+  createCloudEvent,
+  serializeStructured,
+} from "../src/cloudevents/mod.ts";
+import { testBrokers } from "./_brokers.ts";
+import { header, publishAll, readTopics } from "./_kafka.ts";
+
+const brokers = await testBrokers();
+
+Deno.test({
+  name: "examples/mqtt_to_kafka.ts routes events and dead-letters the rest",
+  ignore: brokers === undefined,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    // The example's session, created first so nothing published is missed.
+    const clientId = "example-mqtt-to-kafka";
+    const topic = `devices/example-${Date.now()}`;
+    const session = await mqtt.connectAsync(brokers!.mqttUrl, {
+      clientId,
+      clean: false,
+      protocolVersion: 5,
+      properties: { sessionExpiryInterval: 300 },
+    });
+    await session.subscribeAsync(topic, { qos: 1 });
+    await session.endAsync();
+    const classifications = ["telemetry", "alert", undefined];
+    const events = classifications.map((classification, i) =>
+      createCloudEvent({
+        source: "/example-test",
+        type: "dev.dataexchange.example",
+        classification,
+        data: { i },
+      })
+    );
+    await publishAll(brokers!.mqttUrl, [
+      ...events.map((event) => ({
+        topic,
+        payload: serializeStructured(event),
+      })),
+      { topic, payload: "not an event" },
+    ]);
+
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-net=127.0.0.1",
+        "--allow-env",
+        new URL("../examples/mqtt_to_kafka.ts", import.meta.url).pathname,
+      ],
+      env: {
+        MQTT_URL: brokers!.mqttUrl,
+        KAFKA_BROKERS: brokers!.kafkaBrokers.join(","),
+        MQTT_TOPIC: topic,
+        MAX_MESSAGES: "4",
+      },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stdout = new TextDecoder().decode(output.stdout);
+    assert.equal(output.code, 0, new TextDecoder().decode(output.stderr));
+    assert.match(stdout, /handled 4 messages/);
+
+    const records = await readTopics(brokers!.kafkaBrokers, [
+      "example.telemetry",
+      "example.alerts",
+      "example.unclassified",
+      "example.deadletter",
+    ], {
+      until: (read) =>
+        events.every((event) =>
+          read.some((r) => header(r.message, "ce_id") === event.id)
+        ) && read.some((r) => r.topic === "example.deadletter"),
+    });
+    const topicOf = (id: string) =>
+      records.find((r) => header(r.message, "ce_id") === id)?.topic;
+    assert.equal(topicOf(events[0].id), "example.telemetry");
+    assert.equal(topicOf(events[1].id), "example.alerts");
+    assert.equal(topicOf(events[2].id), "example.unclassified");
+    const dead = records.find((r) => r.topic === "example.deadletter")!;
+    assert.equal(dead.message.value?.toString(), "not an event");
+    assert.equal(header(dead.message, "dx-error"), "malformed-json");
+  },
+});
