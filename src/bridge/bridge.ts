@@ -21,6 +21,9 @@ import type { BridgeConfig } from "./config.ts";
 
 const logger = getLogger(["dataexchange", "bridge"]);
 
+const LOCAL_BROKERS_HINT =
+  " (for local brokers, run `deno task brokers` and point the bridge at the addresses it prints)";
+
 /** Largest dead-letter value written when the original is refused as too large. */
 const TRUNCATED_DEAD_LETTER_BYTES = 64 * 1024;
 
@@ -125,8 +128,8 @@ export async function runBridge(
     const unreachable = setTimeout(() => {
       if (!ready) {
         logger.warn(
-          "MQTT broker at {url} not reachable yet; still trying (run `deno task brokers` to start local brokers)",
-          { url: redactUrl(config.mqtt.url) },
+          "MQTT broker at {url} not reachable yet; still trying{hint}",
+          { url: redactUrl(config.mqtt.url), hint: LOCAL_BROKERS_HINT },
         );
       }
     }, 5000);
@@ -265,7 +268,12 @@ async function prepareTopics(
     clientId: config.kafka.clientId,
   }).admin();
   try {
-    await connectWithRetry(() => admin.connect(), config.kafka.brokers, signal);
+    await connectWithRetry(
+      () => admin.connect(),
+      config.kafka.brokers,
+      signal,
+      LOCAL_BROKERS_HINT,
+    );
   } catch (error) {
     if (signal?.aborted) return;
     throw error;

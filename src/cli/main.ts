@@ -40,10 +40,14 @@ Environment:
   DX_LOG_LEVEL      Overrides log.level (trace, debug, info, warning, error).
 
 Signals: SIGINT or SIGTERM stops reading, waits for messages in flight to be
-delivered and acknowledged, then exits 0. A second signal exits at once.
+delivered and acknowledged, then exits 0. A second signal, a second or more
+after the first, exits at once.
 
 Exit codes: 0 clean stop, 1 failure at run time, 2 bad configuration.
 `;
+
+/** Signals closer together than this count as one (see `main`). */
+const SIGNAL_REPEAT_WINDOW_MS = 1000;
 
 interface Args {
   config?: string;
@@ -149,11 +153,16 @@ export async function main(argv: readonly string[]): Promise<number> {
   );
 
   const controller = new AbortController();
+  let firstSignalAt = 0;
   const onSignal = (signal: Deno.Signal) => () => {
     if (controller.signal.aborted) {
+      // One Ctrl-C can arrive twice (from the terminal and forwarded by
+      // `deno task`); only a signal sent after that counts as a second one.
+      if (Date.now() - firstSignalAt < SIGNAL_REPEAT_WINDOW_MS) return;
       logger.warn("Second {signal}: exiting at once", { signal });
       Deno.exit(1);
     }
+    firstSignalAt = Date.now();
     logger.info("{signal} received: draining", { signal });
     controller.abort(new Error(`${signal} received`));
   };

@@ -40,14 +40,18 @@ export function createKafka(options: KafkaConnectionOptions): Kafka {
     // gets a few quick attempts so a failure surfaces to it.
     retry: { retries: 2, initialRetryTime: 100, maxRetryTime: 1000 },
     logLevel: logLevel.WARN,
+    // kafkajs reports every failed attempt as an error, with a stack. The
+    // sink and stream log each failure once, at warning, with the attempt
+    // and the delay; kafkajs' own lines are kept for debugging.
     logCreator: () => ({ level, log }) => {
-      const { message, ...properties } = log;
-      const text = "kafkajs: {kafkajsMessage}";
-      const props = { kafkajsMessage: message, ...properties };
-      if (level === logLevel.ERROR) kafkajsLogger.error(text, props);
-      else if (level === logLevel.WARN) kafkajsLogger.warn(text, props);
-      else if (level === logLevel.INFO) kafkajsLogger.info(text, props);
-      else kafkajsLogger.debug(text, props);
+      const { message, stack: _stack, ...properties } = log as
+        & typeof log
+        & { stack?: unknown };
+      kafkajsLogger.debug("kafkajs {kafkajsLevel}: {kafkajsMessage}", {
+        ...properties,
+        kafkajsLevel: logLevel[level],
+        kafkajsMessage: message,
+      });
     },
   });
 }

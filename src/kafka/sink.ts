@@ -5,17 +5,11 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import {
-  ExponentialBackoff,
-  fullJitterGenerator,
-  handleWhen,
-  retry,
-  type RetryPolicy,
-} from "cockatiel";
 import type { Message, Producer } from "kafkajs";
 import { CompressionTypes, Partitioners } from "kafkajs";
 import type { KafkaRecord } from "../cloudevents/mod.ts";
 import { DataExchangeError } from "../errors.ts";
+import { type RetryEvent, retryWithBackoff } from "../_retry.ts";
 import {
   createKafka,
   describeError,
@@ -100,7 +94,8 @@ export class KafkaSink implements AsyncDisposable {
   #closed = false;
   #abort = new AbortController();
   #signal: AbortSignal;
-  #retry: RetryPolicy;
+  #retryInitialDelayMs: number;
+  #retryMaxDelayMs: number;
 
   private constructor(producer: Producer, options: KafkaSinkOptions) {
     this.#producer = producer;
@@ -117,23 +112,8 @@ export class KafkaSink implements AsyncDisposable {
     const signal = options.signal
       ? AbortSignal.any([options.signal, this.#abort.signal])
       : this.#abort.signal;
-    this.#retry = retry(handleWhen((error) => !recordErrorType(error)), {
-      backoff: new ExponentialBackoff({
-        generator: fullJitterGenerator,
-        initialDelay: options.retryInitialDelayMs ?? 100,
-        maxDelay: options.retryMaxDelayMs ?? 30000,
-      }),
-    });
-    this.#retry.onRetry(({ attempt, delay, ...reason }) => {
-      logger.warn(
-        "Kafka produce failed; attempt {attempt}, retrying in {delayMs} ms: {error}",
-        {
-          attempt,
-          delayMs: Math.round(delay),
-          error: "error" in reason ? describeError(reason.error) : "no error",
-        },
-      );
-    });
+    this.#retryInitialDelayMs = options.retryInitialDelayMs ?? 100;
+    this.#retryMaxDelayMs = options.retryMaxDelayMs ?? 30000;
     this.#signal = signal;
   }
 
@@ -253,14 +233,21 @@ export class KafkaSink implements AsyncDisposable {
 
   async #deliver(batch: Pending[]): Promise<void> {
     try {
-      await this.#retry.execute(
+      const topicMessages = groupByTopic(batch);
+      await retryWithBackoff(
         () =>
           this.#producer.sendBatch({
             acks: this.#acks,
             compression: this.#compression,
-            topicMessages: groupByTopic(batch),
+            topicMessages,
           }),
-        this.#signal,
+        {
+          signal: this.#signal,
+          initialDelayMs: this.#retryInitialDelayMs,
+          maxDelayMs: this.#retryMaxDelayMs,
+          shouldRetry: (error) => recordErrorType(error) === undefined,
+          onRetry: logProduceRetry,
+        },
       );
       for (const item of batch) item.resolve();
     } catch (error) {
@@ -332,29 +319,36 @@ function closedError(cause?: unknown): DataExchangeError {
  * @param connect The connection attempt.
  * @param brokers Where it connects to, for the log.
  * @param signal Stops the attempts; the promise then rejects with its reason.
+ * @param hint Advice appended to each warning, such as how to start a broker.
  */
 export async function connectWithRetry(
   connect: () => Promise<void>,
   brokers: readonly string[],
   signal?: AbortSignal,
+  hint = "",
 ): Promise<void> {
-  const policy = retry(handleWhen(() => !signal?.aborted), {
-    backoff: new ExponentialBackoff({
-      generator: fullJitterGenerator,
-      initialDelay: 250,
-      maxDelay: 30000,
-    }),
+  await retryWithBackoff(() => connect(), {
+    signal,
+    initialDelayMs: 250,
+    maxDelayMs: 30000,
+    onRetry: ({ attempt, delayMs, error }) => {
+      logger.warn(
+        "Kafka not reachable at {brokers}; attempt {attempt}, next in {delayMs} ms: {error}{hint}",
+        {
+          brokers,
+          hint,
+          attempt,
+          delayMs: Math.round(delayMs),
+          error: describeError(error),
+        },
+      );
+    },
   });
-  policy.onRetry(({ attempt, delay, ...reason }) => {
-    logger.warn(
-      "Kafka not reachable at {brokers}; attempt {attempt}, next in {delayMs} ms (run `deno task brokers` to start local brokers): {error}",
-      {
-        brokers,
-        attempt,
-        delayMs: Math.round(delay),
-        error: "error" in reason ? describeError(reason.error) : "no error",
-      },
-    );
-  });
-  await policy.execute(() => connect(), signal);
+}
+
+function logProduceRetry({ attempt, delayMs, error }: RetryEvent): void {
+  logger.warn(
+    "Kafka produce failed; attempt {attempt}, retrying in {delayMs} ms: {error}",
+    { attempt, delayMs: Math.round(delayMs), error: describeError(error) },
+  );
 }
