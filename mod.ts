@@ -25,4 +25,5 @@ export {
 } from "./src/errors.ts";
 export * from "./src/mqtt/mod.ts";
 export * from "./src/kafka/mod.ts";
+export * from "./src/sinks/mod.ts";
 export * from "./src/bridge/mod.ts";

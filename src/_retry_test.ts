@@ -12,9 +12,9 @@ Deno.test("retryWithBackoff() retries until the operation succeeds", async () =>
   const clock = fakeClock();
   try {
     const events: RetryEvent[] = [];
-    const result = retryWithBackoff(async (attempt) => {
-      if (attempt < 3) throw new Error(`failure ${attempt}`);
-      return "done";
+    const result = retryWithBackoff((attempt) => {
+      if (attempt < 3) return Promise.reject(new Error(`failure ${attempt}`));
+      return Promise.resolve("done");
     }, {
       initialDelayMs: 100,
       maxDelayMs: 1000,

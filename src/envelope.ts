@@ -49,3 +49,17 @@ export interface InvalidEnvelope<M> extends Settleable {
 
 /** One item of a stream: a CloudEvent or an invalid message, to be settled. */
 export type Envelope<M> = EventEnvelope<M> | InvalidEnvelope<M>;
+
+/**
+ * What the items of every stream have in common, whichever broker they come
+ * from (an MQTT message, a Kafka record): the content and the two calls.
+ */
+export type AnyEnvelope =
+  & Settleable
+  & (
+    | { readonly kind: "event"; readonly event: CloudEvent }
+    | { readonly kind: "invalid"; readonly error: CloudEventError }
+  );
+
+/** The invalid case of {@linkcode AnyEnvelope}. */
+export type AnyInvalidEnvelope = Extract<AnyEnvelope, { kind: "invalid" }>;

@@ -16,8 +16,11 @@ import {
 import { DataExchangeError, isDataExchangeError } from "../errors.ts";
 import { createKafka, describeError } from "../kafka/_kafkajs.ts";
 import { connectWithRetry, KafkaSink } from "../kafka/sink.ts";
+import { kafkaStream } from "../kafka/stream.ts";
+import { MqttSink, topicTemplate } from "../mqtt/sink.ts";
 import { type MqttEnvelope, mqttStream, redactUrl } from "../mqtt/stream.ts";
-import type { BridgeConfig } from "./config.ts";
+import { pipeToSink } from "../sinks/sink.ts";
+import type { BridgeConfig, KafkaToMqttRoute } from "./config.ts";
 
 const logger = getLogger(["dataexchange", "bridge"]);
 
@@ -39,6 +42,8 @@ export interface BridgeStats {
   failed: number;
   /** Messages received and not yet settled. */
   inFlight: number;
+  /** Kafka → MQTT: records published (PUBACK received), per the `kafkaToMqtt` routes. */
+  toMqtt: { published: number; failed: number; invalid: number };
 }
 
 /** Options of {@linkcode runBridge}. */
@@ -86,6 +91,7 @@ export async function runBridge(
     deadLettered: 0,
     failed: 0,
     inFlight: 0,
+    toMqtt: { published: 0, failed: 0, invalid: 0 },
   };
   const router = createRouter(config);
   logger.info("Routes loaded", {
@@ -96,6 +102,37 @@ export async function runBridge(
 
   await prepareTopics(config, router, signal);
   if (signal?.aborted) return stats;
+
+  // The directions run side by side; when one fails, the others stop too.
+  const failure = new AbortController();
+  const stop = signal
+    ? AbortSignal.any([signal, failure.signal])
+    : failure.signal;
+  const failFast = (work: Promise<void>) =>
+    work.catch((error) => {
+      failure.abort(error);
+      throw error;
+    });
+  const results = await Promise.allSettled([
+    failFast(mqttToKafka(config, router, stats, stop, options.onReady)),
+    ...config.kafkaToMqtt.map((route, index) =>
+      failFast(kafkaToMqtt(config, route, index, stats, stop))
+    ),
+  ]);
+  const rejected = results.find((r) => r.status === "rejected");
+  if (rejected) throw (rejected as PromiseRejectedResult).reason;
+  logger.info("Bridge stopped", { ...stats });
+  return stats;
+}
+
+/** MQTT → Kafka: runs until `signal` aborts, then drains. */
+async function mqttToKafka(
+  config: BridgeConfig,
+  router: Router,
+  stats: BridgeStats,
+  signal: AbortSignal,
+  onReady: (() => void) | undefined,
+): Promise<void> {
   const sink = await KafkaSink.connect({
     brokers: config.kafka.brokers,
     clientId: config.kafka.clientId,
@@ -120,7 +157,7 @@ export async function runBridge(
       onState: (state) => {
         if (state === "connected" && !ready) {
           ready = true;
-          options.onReady?.();
+          onReady?.();
         }
       },
     });
@@ -138,14 +175,69 @@ export async function runBridge(
     } finally {
       clearTimeout(unreachable);
     }
-    logger.info("Draining: {inFlight} messages in flight", {
+    logger.info("MQTT to Kafka stopped: {inFlight} messages left in flight", {
       inFlight: stats.inFlight,
     });
   } finally {
     await sink.close(config.drainTimeoutMs);
   }
-  logger.info("Bridge stopped", { ...stats });
-  return stats;
+}
+
+/** Kafka → MQTT for one route: commits a record once its PUBACK arrived. */
+async function kafkaToMqtt(
+  config: BridgeConfig,
+  route: KafkaToMqttRoute,
+  index: number,
+  stats: BridgeStats,
+  signal: AbortSignal,
+): Promise<void> {
+  // Connecting may be cut short by the stop signal; once connected, the sink
+  // is closed only after the stream has drained into it.
+  const connecting = new AbortController();
+  const onStop = () => connecting.abort(signal.reason);
+  signal.addEventListener("abort", onStop, { once: true });
+  let sink: MqttSink;
+  try {
+    sink = await MqttSink.connect({
+      url: config.mqtt.url,
+      clientId: `${config.mqtt.clientId}-out-${index}`,
+      protocolVersion: config.mqtt.protocolVersion,
+      mode: route.mode,
+      topic: topicTemplate(route.mqttTopic),
+      signal: connecting.signal,
+    });
+  } catch (error) {
+    if (signal.aborted) return;
+    throw error;
+  } finally {
+    signal.removeEventListener("abort", onStop);
+  }
+  const groupId = route.groupId ?? `${config.kafka.clientId}-to-mqtt-${index}`;
+  logger.info("Kafka to MQTT route started: {topics} to {mqttTopic}", {
+    topics: route.topics,
+    mqttTopic: route.mqttTopic,
+    groupId,
+  });
+  try {
+    const result = await pipeToSink(
+      kafkaStream({
+        brokers: config.kafka.brokers,
+        clientId: config.kafka.clientId,
+        groupId,
+        topics: route.topics,
+        fromBeginning: route.fromBeginning,
+        deadLetterTopic: config.deadLetterTopic,
+        drainTimeoutMs: config.drainTimeoutMs,
+        signal,
+      }),
+      sink,
+    );
+    stats.toMqtt.published += result.written;
+    stats.toMqtt.failed += result.failed;
+    stats.toMqtt.invalid += result.invalid;
+  } finally {
+    await sink.close();
+  }
 }
 
 /** Makes the function that takes one envelope to Kafka and settles it. */

@@ -7,6 +7,7 @@
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { DataExchangeError } from "../errors.ts";
+import { topicTemplate } from "../mqtt/sink.ts";
 
 const KAFKA_TOPIC = /^[a-zA-Z0-9._-]{1,249}$/;
 
@@ -55,6 +56,32 @@ const kafkaSchema = z.strictObject({
     .describe("Create missing topics at start, with the broker's defaults."),
 });
 
+const kafkaToMqttSchema = z.strictObject({
+  topics: z.array(topicName).min(1).describe("Kafka topics to read."),
+  mqttTopic: z.string().min(1).max(65535).superRefine((value, context) => {
+    try {
+      topicTemplate(value);
+    } catch (error) {
+      context.addIssue({
+        code: "custom",
+        message: (error as Error).message,
+        input: value,
+      });
+    }
+  }).describe(
+    "MQTT topic, fixed or a template over attributes: devices/{subject}/commands.",
+  ),
+  groupId: z.string().min(1).optional().describe(
+    "Consumer group; default <kafka.clientId>-to-mqtt-<index>.",
+  ),
+  mode: z.enum(["structured", "binary"]).default("structured").describe(
+    "CloudEvents content mode on MQTT; binary needs MQTT 5.",
+  ),
+  fromBeginning: z.boolean().default(false).describe(
+    "A new group starts at the earliest record instead of the latest.",
+  ),
+});
+
 const configSchema = z.strictObject({
   mqtt: mqttSchema.prefault({}),
   kafka: kafkaSchema.prefault({}),
@@ -65,6 +92,8 @@ const configSchema = z.strictObject({
     .describe("Topic of events with no or an unknown classification."),
   deadLetterTopic: topicName.default("dx.deadletter")
     .describe("Topic of messages that cannot be delivered as they are."),
+  kafkaToMqtt: z.array(kafkaToMqttSchema).default([])
+    .describe("Kafka topics delivered to MQTT, each with its MQTT topic."),
   drainTimeoutMs: z.int().min(0).default(10000)
     .describe("On shutdown, how long to wait for in-flight messages, in ms."),
   log: z.strictObject({
@@ -111,6 +140,23 @@ export interface KafkaConfig {
   createTopics: boolean;
 }
 
+/** One Kafka → MQTT route of the bridge. */
+export interface KafkaToMqttRoute {
+  /** Kafka topics to read. */
+  topics: string[];
+  /**
+   * MQTT topic: fixed, or a template over CloudEvent attributes such as
+   * `devices/{subject}/commands`.
+   */
+  mqttTopic: string;
+  /** Consumer group; default `<kafka.clientId>-to-mqtt-<index>`. */
+  groupId?: string | undefined;
+  /** CloudEvents content mode on MQTT; binary needs MQTT 5. Default `structured`. */
+  mode: "structured" | "binary";
+  /** A new group starts at the earliest record instead of the latest. Default false. */
+  fromBeginning: boolean;
+}
+
 /** The validated bridge configuration, with every default filled in. */
 export interface BridgeConfig {
   /** MQTT side. */
@@ -123,6 +169,8 @@ export interface BridgeConfig {
   defaultTopic: string;
   /** Topic of messages that cannot be delivered as they are. */
   deadLetterTopic: string;
+  /** Kafka topics delivered to MQTT. Default none. */
+  kafkaToMqtt: KafkaToMqttRoute[];
   /** On shutdown, how long to wait for in-flight messages, in ms. */
   drainTimeoutMs: number;
   /** Logging. */

@@ -14,6 +14,7 @@ export {
   type BridgeConfigInput,
   ENV_OVERRIDES,
   type KafkaConfig,
+  type KafkaToMqttRoute,
   loadConfigFile,
   type MqttConfig,
   parseConfig,

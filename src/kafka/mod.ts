@@ -1,8 +1,20 @@
 /**
  * Kafka for CloudEvents: a batching sink that settles each record when Kafka
- * has acknowledged it.
+ * has acknowledged it, and a consumer-group stream with ordered commits.
  *
  * @module
  */
 export { type KafkaConnectionOptions } from "./_kafkajs.ts";
+export { type OffsetCommit } from "./_commit_tracker.ts";
 export { connectWithRetry, KafkaSink, type KafkaSinkOptions } from "./sink.ts";
+export {
+  type ConsumedRecord,
+  deadLetterFromKafka,
+  type KafkaEnvelope,
+  type KafkaEventEnvelope,
+  type KafkaInvalidEnvelope,
+  type KafkaStream,
+  kafkaStream,
+  type KafkaStreamOptions,
+  type NackPolicy,
+} from "./stream.ts";

@@ -115,6 +115,13 @@ export class KafkaSink implements AsyncDisposable {
     this.#retryInitialDelayMs = options.retryInitialDelayMs ?? 100;
     this.#retryMaxDelayMs = options.retryMaxDelayMs ?? 30000;
     this.#signal = signal;
+    // Records still queued when the signal aborts will never be sent.
+    signal.addEventListener("abort", () => {
+      for (const item of this.#queue.splice(0)) {
+        item.reject(closedError(signal.reason));
+      }
+      for (const wake of this.#roomWaiters.splice(0)) wake();
+    }, { once: true });
   }
 
   /**
@@ -159,10 +166,15 @@ export class KafkaSink implements AsyncDisposable {
    */
   async send(topic: string, record: KafkaRecord): Promise<void> {
     const message = toKafkajsMessage(record);
-    while (this.pending >= this.#maxBuffered && !this.#closed) {
+    while (
+      this.pending >= this.#maxBuffered && !this.#closed &&
+      !this.#signal.aborted
+    ) {
       await new Promise<void>((resolve) => this.#roomWaiters.push(resolve));
     }
-    if (this.#closed) throw closedError();
+    if (this.#closed || this.#signal.aborted) {
+      throw closedError(this.#signal.reason);
+    }
     return new Promise<void>((resolve, reject) => {
       this.#queue.push({ topic, message, resolve, reject });
       if (this.#queue.length >= this.#batchSize) this.#kick();

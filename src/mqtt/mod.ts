@@ -12,3 +12,4 @@ export {
   type MqttStreamOptions,
   redactUrl,
 } from "./stream.ts";
+export { MqttSink, type MqttSinkOptions, topicTemplate } from "./sink.ts";

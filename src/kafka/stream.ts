@@ -1,0 +1,635 @@
+/**
+ * Kafka topics as a stream of CloudEvent envelopes, read in a consumer group,
+ * with commits that never pass a record still in work.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import type { Consumer, EachBatchPayload, KafkaMessage } from "kafkajs";
+import {
+  CloudEventError,
+  fromKafkaRecord,
+  type KafkaHeaderValue,
+  type KafkaRecord,
+} from "../cloudevents/mod.ts";
+import type { CloudEvent } from "../cloudevents/mod.ts";
+import type { Settleable } from "../envelope.ts";
+import { DataExchangeError, isDataExchangeError } from "../errors.ts";
+import { abortableDelay } from "../_retry.ts";
+import {
+  CommitTracker,
+  type OffsetCommit,
+  type PartitionTrack,
+} from "./_commit_tracker.ts";
+import {
+  createKafka,
+  describeError,
+  type KafkaConnectionOptions,
+} from "./_kafkajs.ts";
+import { connectWithRetry, KafkaSink } from "./sink.ts";
+
+const logger = getLogger(["dataexchange", "kafka", "consumer"]);
+const encoder = new TextEncoder();
+
+/** A record as read from Kafka. */
+export interface ConsumedRecord {
+  /** Topic it was read from. */
+  readonly topic: string;
+  /** Partition it was read from. */
+  readonly partition: number;
+  /** Its offset in the partition, as a decimal string. */
+  readonly offset: string;
+  /** The record key, or null. */
+  readonly key: Uint8Array | null;
+  /** The record value, or null (a tombstone). */
+  readonly value: Uint8Array | null;
+  /** Headers as kafkajs delivers them. */
+  readonly headers: Readonly<Record<string, KafkaHeaderValue>>;
+  /** The record timestamp, in milliseconds since the epoch, as a string. */
+  readonly timestamp: string;
+}
+
+interface KafkaEnvelopeBase extends Settleable {
+  /** The record as read. */
+  readonly record: ConsumedRecord;
+  /** 1 for the first delivery; higher after `nack()` retries. */
+  readonly attempt: number;
+  /** When the record was handed out, in milliseconds since the epoch. */
+  readonly receivedAt: number;
+}
+
+/** A record that holds a valid CloudEvent. */
+export interface KafkaEventEnvelope extends KafkaEnvelopeBase {
+  /** Discriminates the union. */
+  readonly kind: "event";
+  /** The decoded event. */
+  readonly event: CloudEvent;
+}
+
+/** A record that is not a valid CloudEvent, with the reason. */
+export interface KafkaInvalidEnvelope extends KafkaEnvelopeBase {
+  /** Discriminates the union. */
+  readonly kind: "invalid";
+  /** What is wrong with it; `error.code` is a stable reason code. */
+  readonly error: CloudEventError;
+}
+
+/** One item of {@linkcode kafkaStream}. */
+export type KafkaEnvelope = KafkaEventEnvelope | KafkaInvalidEnvelope;
+
+/** What a `nack()` leads to. */
+export interface NackPolicy {
+  /**
+   * Deliveries in all before giving up, the first included. Default 3.
+   * Invalid records are never retried: decoding them again cannot succeed;
+   * nor are records nacked with a `DataExchangeError` whose `retriable` is
+   * `false`.
+   */
+  maxAttempts?: number;
+  /** Upper bound of the first retry delay, in milliseconds. Default 200. */
+  initialDelayMs?: number;
+  /** Upper bound of any retry delay, in milliseconds. Default 10000. */
+  maxDelayMs?: number;
+  /**
+   * When attempts run out: write the record to `deadLetterTopic` and move
+   * on (`"dead-letter"`, the default), or end the stream with an error
+   * (`"stop"`), leaving the record uncommitted.
+   */
+  exhausted?: "dead-letter" | "stop";
+}
+
+/** Options of {@linkcode kafkaStream}. */
+export interface KafkaStreamOptions extends KafkaConnectionOptions {
+  /** Consumer group id. */
+  groupId: string;
+  /** Topics to read. */
+  topics: readonly string[];
+  /** Where a group with no committed offset starts: the earliest record. Default `false` (the latest). */
+  fromBeginning?: boolean;
+  /**
+   * Most records handed out and not yet settled. At the cap fetching pauses
+   * (heartbeats go on) until records are settled. Default 1000.
+   */
+  maxInFlight?: number;
+  /**
+   * Longest a fetch waits for records, in milliseconds. It also bounds how
+   * long stopping takes. Default 1000.
+   */
+  maxWaitTimeMs?: number;
+  /** Commit at least this often while acknowledgements arrive, in ms. Default 1000. */
+  commitIntervalMs?: number;
+  /** Commit at once after this many acknowledgements. Default 500. */
+  commitEvery?: number;
+  /** What `nack()` does; see {@linkcode NackPolicy}. */
+  nack?: NackPolicy;
+  /**
+   * Topic for records given up on, with `dx-error`, `dx-error-detail`,
+   * `dx-source-topic`, `dx-source-partition` and `dx-source-offset` headers.
+   * Required unless `nack.exhausted` is `"stop"`.
+   */
+  deadLetterTopic?: string;
+  /**
+   * When `signal` aborts, how long to wait for handed-out envelopes to be
+   * settled before the last commit, in milliseconds. Default 10000.
+   */
+  drainTimeoutMs?: number;
+  /** Ends the stream: it stops fetching, drains, commits, disconnects. */
+  signal?: AbortSignal;
+  /** Called after each successful commit. */
+  onCommit?: (commits: readonly OffsetCommit[]) => void;
+}
+
+/** The stream, with a way to force a commit. */
+export interface KafkaStream
+  extends AsyncGenerator<KafkaEnvelope, void, undefined> {
+  /** Commits what may be committed now; resolves when Kafka confirmed it. */
+  commit(): Promise<void>;
+  /** Records fetched and not yet settled (queued, handed out or retrying). */
+  readonly inFlight: number;
+}
+
+/**
+ * Reads Kafka topics in a consumer group and yields each record as a
+ * CloudEvent envelope (binary or structured content mode, detected per
+ * record) with `ack()` and `nack()`.
+ *
+ * Commits: offsets are committed only for the contiguous run of
+ * acknowledged records of each partition, so acknowledging out of order
+ * never commits past a record in work. Commits are batched (`commitEvery`,
+ * `commitIntervalMs`) and flushed when the stream ends and when a rebalance
+ * starts. A record whose partition was revoked can still be settled; that
+ * does nothing, and the partition's new owner reads it again from the last
+ * commit. The outcome is at-least-once: after a crash, what was not
+ * committed is read again.
+ *
+ * `nack()` retries the record in this stream after a backoff with full
+ * jitter, up to `nack.maxAttempts`, then writes it to the dead-letter topic
+ * (or ends the stream, as configured). A poison record therefore never
+ * blocks its partition for ever, and is never dropped silently.
+ *
+ * @param options Group, topics, limits and policies.
+ * @returns An async generator of envelopes, with `commit()`.
+ * @throws {TypeError} When no dead-letter topic is given for the
+ *   `"dead-letter"` policy.
+ *
+ * @example Consume, acknowledge and retry
+ * ```ts ignore
+ * import { kafkaStream } from "@dataexchange/streams/kafka";
+ *
+ * for await (const envelope of kafkaStream({
+ *   brokers: ["127.0.0.1:9092"],
+ *   groupId: "example",
+ *   topics: ["dx.telemetry"],
+ *   deadLetterTopic: "dx.deadletter",
+ * })) {
+ *   if (envelope.kind === "invalid") envelope.nack(envelope.error);
+ *   else envelope.ack();
+ * }
+ * ```
+ */
+export function kafkaStream(options: KafkaStreamOptions): KafkaStream {
+  const policy = {
+    maxAttempts: options.nack?.maxAttempts ?? 3,
+    initialDelayMs: options.nack?.initialDelayMs ?? 200,
+    maxDelayMs: options.nack?.maxDelayMs ?? 10000,
+    exhausted: options.nack?.exhausted ?? "dead-letter",
+  };
+  if (policy.exhausted === "dead-letter" && !options.deadLetterTopic) {
+    throw new TypeError(
+      'kafkaStream needs a deadLetterTopic for nack.exhausted "dead-letter" (the default); give one, or set nack.exhausted to "stop"',
+    );
+  }
+  if (options.topics.length === 0) {
+    throw new TypeError("kafkaStream needs at least one topic, got none");
+  }
+  const state = new StreamState(options, policy);
+  const generator = state.run();
+  return Object.defineProperties(generator, {
+    commit: { value: () => state.flushCommits() },
+    inFlight: { get: () => state.inFlight },
+  }) as KafkaStream;
+}
+
+type Policy = Required<NackPolicy>;
+
+class StreamState {
+  #options: KafkaStreamOptions;
+  #policy: Policy;
+  #maxInFlight: number;
+  #tracker = new CommitTracker();
+  #queue: KafkaEnvelope[] = [];
+  #inFlight = 0;
+  #unsettled = 0;
+  #acksSinceCommit = 0;
+  #paused: Array<() => void> = [];
+  #wake: (() => void) | undefined;
+  #settledWaiters: Array<() => void> = [];
+  #fatal: unknown;
+  #committing: Promise<void> = Promise.resolve();
+  #consumer: Consumer | undefined;
+  #deadLetters: Promise<KafkaSink> | undefined;
+  #deadLettering = new Set<Promise<void>>();
+  #stop = new AbortController();
+
+  constructor(options: KafkaStreamOptions, policy: Policy) {
+    this.#options = options;
+    this.#policy = policy;
+    this.#maxInFlight = options.maxInFlight ?? 1000;
+    if (!Number.isInteger(this.#maxInFlight) || this.#maxInFlight < 1) {
+      throw new RangeError(
+        `kafkaStream maxInFlight must be a positive integer, got ${this.#maxInFlight}`,
+      );
+    }
+  }
+
+  async *run(): AsyncGenerator<KafkaEnvelope, void, undefined> {
+    const options = this.#options;
+    const signal = options.signal;
+    const onAbort = () => this.#notify();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    const kafka = createKafka(options);
+    const consumer = kafka.consumer({
+      groupId: options.groupId,
+      allowAutoTopicCreation: false,
+      maxWaitTimeInMs: options.maxWaitTimeMs ?? 1000,
+    });
+    this.#consumer = consumer;
+    const timer = setInterval(() => {
+      this.flushCommits().catch(() => {});
+    }, options.commitIntervalMs ?? 1000);
+    try {
+      try {
+        await connectWithRetry(
+          () => consumer.connect(),
+          options.brokers,
+          signal,
+        );
+      } catch (error) {
+        if (signal?.aborted) return;
+        throw error;
+      }
+      consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
+        this.#onAssignment(payload.memberAssignment);
+      });
+      consumer.on(consumer.events.REBALANCING, () => {
+        this.flushCommits().catch(() => {});
+      });
+      await consumer.subscribe({
+        topics: [...options.topics],
+        fromBeginning: options.fromBeginning ?? false,
+      });
+      await consumer.run({
+        autoCommit: false,
+        eachBatchAutoResolve: false,
+        eachBatch: (payload) => this.#take(payload),
+      });
+      logger.info("Kafka consumer started for {topics}", {
+        topics: options.topics,
+        groupId: options.groupId,
+      });
+      while (!signal?.aborted) {
+        if (this.#fatal !== undefined) throw this.#fatal;
+        const envelope = this.#queue.shift();
+        if (envelope !== undefined) {
+          this.#unsettled++;
+          yield envelope;
+          continue;
+        }
+        await new Promise<void>((resolve) => this.#wake = resolve);
+      }
+      await this.#drain(options.drainTimeoutMs ?? 10000);
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+      clearInterval(timer);
+      // Dead-letter writes under way are let finish (within the drain
+      // timeout), so their records can be committed; retry waits are not.
+      await settleWithin(
+        Promise.allSettled(this.#deadLettering),
+        options.drainTimeoutMs ?? 10000,
+      );
+      this.#stop.abort(
+        new DataExchangeError("stream-closed", "The Kafka stream ended"),
+      );
+      await this.flushCommits().catch((error) =>
+        logger.warn("Final Kafka commit failed: {error}", {
+          error: describeError(error),
+        })
+      );
+      await consumer.disconnect().catch(() => {});
+      await this.#deadLetters?.then((sink) => sink.close(), () => {});
+      logger.info("Kafka consumer stopped", { groupId: options.groupId });
+    }
+  }
+
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /** Commits what may be committed; one commit request at a time. */
+  flushCommits(): Promise<void> {
+    const next = this.#committing.then(async () => {
+      const consumer = this.#consumer;
+      const commits = this.#tracker.pendingCommits();
+      if (consumer === undefined || commits.length === 0) return;
+      this.#acksSinceCommit = 0;
+      await consumer.commitOffsets(commits);
+      this.#tracker.committed(commits);
+      logger.debug("Committed {count} partition offsets", {
+        count: commits.length,
+        commits,
+      });
+      this.#options.onCommit?.(commits);
+    });
+    this.#committing = next.catch(() => {});
+    return next;
+  }
+
+  async #take(payload: EachBatchPayload): Promise<void> {
+    const { batch } = payload;
+    const track = this.#tracker.track(batch.topic, batch.partition);
+    for (const message of batch.messages) {
+      if (
+        !payload.isRunning() || payload.isStale() || this.#stop.signal.aborted
+      ) {
+        break;
+      }
+      if (this.#inFlight >= this.#maxInFlight) {
+        // Fetching of this partition resumes when records are settled; the
+        // rest of the batch is fetched again from the last resolved offset.
+        this.#paused.push(payload.pause());
+        break;
+      }
+      const offset = BigInt(message.offset);
+      if (track.track(offset)) {
+        this.#inFlight++;
+        this.#queue.push(
+          this.#envelope(
+            toRecord(batch.topic, batch.partition, message),
+            track,
+            1,
+          ),
+        );
+        this.#notify();
+      }
+      payload.resolveOffset(message.offset);
+    }
+    await payload.heartbeat();
+  }
+
+  #envelope(
+    record: ConsumedRecord,
+    track: PartitionTrack,
+    attempt: number,
+  ): KafkaEnvelope {
+    let settled = false;
+    const base = {
+      record,
+      attempt,
+      receivedAt: Date.now(),
+      ack: () => {
+        if (settled) return;
+        settled = true;
+        this.#settle(record, track);
+      },
+      nack: (reason: unknown) => {
+        if (settled) return;
+        settled = true;
+        this.#unsettled--;
+        this.#nack(record, track, attempt, reason, envelope.kind === "invalid");
+      },
+    };
+    let envelope: KafkaEnvelope;
+    try {
+      envelope = { kind: "event", event: fromKafkaRecord(record), ...base };
+    } catch (error) {
+      const cause = error instanceof CloudEventError
+        ? error
+        : new CloudEventError(
+          "invalid-encoding",
+          `Record ${record.topic}/${record.partition}@${record.offset} could not be decoded`,
+          { cause: error },
+        );
+      envelope = { kind: "invalid", error: cause, ...base };
+    }
+    return envelope;
+  }
+
+  /** A record is done: count it, move the commit point, resume fetching. */
+  #settle(
+    record: ConsumedRecord,
+    track: PartitionTrack,
+    handedOut = true,
+  ): void {
+    if (handedOut) this.#unsettled--;
+    this.#inFlight--;
+    if (this.#tracker.isCurrent(record.topic, record.partition, track)) {
+      if (track.ack(BigInt(record.offset))) {
+        this.#acksSinceCommit++;
+        if (this.#acksSinceCommit >= (this.#options.commitEvery ?? 500)) {
+          this.flushCommits().catch(() => {});
+        }
+      }
+    }
+    if (this.#inFlight < this.#maxInFlight && this.#paused.length > 0) {
+      for (const resume of this.#paused.splice(0)) resume();
+    }
+    if (this.#unsettled === 0) {
+      for (const resolve of this.#settledWaiters.splice(0)) resolve();
+    }
+  }
+
+  #nack(
+    record: ConsumedRecord,
+    track: PartitionTrack,
+    attempt: number,
+    reason: unknown,
+    invalid: boolean,
+  ): void {
+    const policy = this.#policy;
+    const where = {
+      topic: record.topic,
+      partition: record.partition,
+      offset: record.offset,
+    };
+    // A failure that says it cannot pass (such as an MQTT topic that cannot
+    // be built from the event) is not retried either.
+    const permanent = isDataExchangeError(reason) && !reason.retriable;
+    if (!invalid && !permanent && attempt < policy.maxAttempts) {
+      const bound = Math.min(
+        policy.maxDelayMs,
+        policy.initialDelayMs * 2 ** (attempt - 1),
+      );
+      const delayMs = Math.random() * bound;
+      logger.warn(
+        "Record nacked; attempt {attempt} of {maxAttempts}, retrying in {delayMs} ms: {error}",
+        {
+          ...where,
+          attempt,
+          maxAttempts: policy.maxAttempts,
+          delayMs: Math.round(delayMs),
+          error: describeError(reason),
+        },
+      );
+      this.#unsettledWhileWaiting(
+        abortableDelay(delayMs, this.#stop.signal).then(() => {
+          this.#queue.push(this.#envelope(record, track, attempt + 1));
+          this.#notify();
+        }),
+        record,
+      );
+      return;
+    }
+    if (policy.exhausted === "stop") {
+      this.#fatal = new DataExchangeError(
+        "record-failed",
+        `Record ${record.topic}/${record.partition}@${record.offset} failed ${attempt} time(s); stopping as configured (nack.exhausted "stop"): ${
+          describeError(reason)
+        }`,
+        { cause: reason },
+      );
+      this.#notify();
+      return;
+    }
+    const writing = this.#deadLetter(record, reason).then(() =>
+      this.#settle(record, track, false)
+    );
+    this.#deadLettering.add(writing);
+    writing.catch(() => {}).finally(() => this.#deadLettering.delete(writing));
+    this.#unsettledWhileWaiting(writing, record);
+  }
+
+  /** Keeps the stream's drain waiting for a retry or a dead-letter write. */
+  #unsettledWhileWaiting(work: Promise<void>, record: ConsumedRecord) {
+    this.#unsettled++;
+    work.catch((error) => {
+      if (this.#stop.signal.aborted) {
+        // Ending: the record stays uncommitted and is read again later.
+        return;
+      }
+      logger.error(
+        "Record {topic}/{partition}@{offset} could not be dead-lettered; it stays uncommitted: {error}",
+        {
+          topic: record.topic,
+          partition: record.partition,
+          offset: record.offset,
+          error: describeError(error),
+        },
+      );
+      this.#fatal = error;
+      this.#notify();
+    }).finally(() => {
+      this.#unsettled--;
+      if (this.#unsettled === 0) {
+        for (const resolve of this.#settledWaiters.splice(0)) resolve();
+      }
+    });
+  }
+
+  async #deadLetter(record: ConsumedRecord, reason: unknown): Promise<void> {
+    const options = this.#options;
+    this.#deadLetters ??= KafkaSink.connect({
+      brokers: options.brokers,
+      clientId: options.clientId,
+      signal: this.#stop.signal,
+    });
+    const sink = await this.#deadLetters;
+    const code = reason instanceof DataExchangeError
+      ? reason.code
+      : "processing-failed";
+    await sink.send(
+      options.deadLetterTopic!,
+      deadLetterFromKafka(record, code, describeError(reason)),
+    );
+    logger.warn(
+      "Record dead-lettered from {topic}/{partition}@{offset}: {code}",
+      {
+        topic: record.topic,
+        partition: record.partition,
+        offset: record.offset,
+        code,
+      },
+    );
+  }
+
+  #onAssignment(assignment: Record<string, number[]>): void {
+    const dropped = this.#tracker.retain(assignment);
+    if (dropped.length === 0) return;
+    const revoked = new Set(dropped.map((p) => `${p.partition}:${p.topic}`));
+    const kept = this.#queue.filter((e) =>
+      !revoked.has(`${e.record.partition}:${e.record.topic}`)
+    );
+    this.#inFlight -= this.#queue.length - kept.length;
+    this.#queue = kept;
+    logger.info("Partitions revoked: {partitions}", { partitions: dropped });
+  }
+
+  async #drain(timeoutMs: number): Promise<void> {
+    // Pause rather than stop: commits need the consumer's group membership,
+    // and heartbeats go on while paused.
+    this.#paused.length = 0;
+    this.#consumer?.pause(this.#options.topics.map((topic) => ({ topic })));
+    if (this.#unsettled === 0) return;
+    await settleWithin(
+      new Promise<void>((resolve) => this.#settledWaiters.push(resolve)),
+      timeoutMs,
+    );
+  }
+
+  #notify(): void {
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+}
+
+/** Waits for `promise`, or `timeoutMs`, whichever comes first. */
+async function settleWithin(
+  promise: Promise<unknown>,
+  timeoutMs: number,
+): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    promise,
+    new Promise((resolve) => timer = setTimeout(resolve, timeoutMs)),
+  ]);
+  clearTimeout(timer);
+}
+
+function toRecord(
+  topic: string,
+  partition: number,
+  message: KafkaMessage,
+): ConsumedRecord {
+  return {
+    topic,
+    partition,
+    offset: message.offset,
+    key: message.key ?? null,
+    value: message.value ?? null,
+    headers: message.headers ?? {},
+    timestamp: message.timestamp,
+  };
+}
+
+/**
+ * The dead-letter record of a Kafka record: its key, value and headers
+ * unchanged, plus the reason and where it came from.
+ */
+export function deadLetterFromKafka(
+  record: ConsumedRecord,
+  code: string,
+  detail: string,
+): KafkaRecord {
+  const headers: Record<string, Uint8Array> = {};
+  for (const [name, value] of Object.entries(record.headers)) {
+    const first = Array.isArray(value) ? value[0] : value;
+    if (first === undefined) continue;
+    headers[name] = typeof first === "string" ? encoder.encode(first) : first;
+  }
+  headers["dx-error"] = encoder.encode(code);
+  headers["dx-error-detail"] = encoder.encode(detail.slice(0, 1024));
+  headers["dx-source-topic"] = encoder.encode(record.topic);
+  headers["dx-source-partition"] = encoder.encode(String(record.partition));
+  headers["dx-source-offset"] = encoder.encode(record.offset);
+  return { key: record.key, value: record.value, headers };
+}

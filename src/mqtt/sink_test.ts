@@ -1,0 +1,903 @@
+import assert from "node:assert/strict";
+import mqtt from "mqtt";
+import {
+  type CloudEvent,
+  createCloudEvent,
+  fromMqttMessage,
+  type MqttMessage,
+} from "../cloudevents/mod.ts";
+import { isDataExchangeError } from "../errors.ts";
+import { uniqueName } from "../../tests/_kafka.ts";
+import { testBrokers } from "../../tests/_brokers.ts";
+import { freePort, startMosquitto } from "../../tools/brokers/mod.ts";
+import type { MqttConnectionState } from "./stream.ts";
+import { MqttSink, type MqttSinkOptions, topicTemplate } from "./sink.ts";
+
+const brokers = await testBrokers();
+const ignore = brokers === undefined;
+const decoder = new TextDecoder();
+
+function event(n: number, extra: Partial<Record<string, string>> = {}) {
+  return createCloudEvent({
+    id: `e${n}`,
+    source: "/test/sink",
+    type: "com.example.command",
+    classification: "command",
+    data: { n },
+    ...extra,
+  });
+}
+
+/** A subscriber on the real broker that collects what arrives. */
+async function subscribe(filter: string, protocolVersion: 4 | 5 = 5) {
+  const client = await mqtt.connectAsync(brokers!.mqttUrl, {
+    clientId: uniqueName("sink-sub"),
+    protocolVersion,
+  });
+  const messages: MqttMessage[] = [];
+  let onMessage = () => {};
+  client.on("message", (topic, payload, packet) => {
+    const props = packet.properties;
+    messages.push({
+      topic,
+      payload: new Uint8Array(payload),
+      properties: props && {
+        contentType: props.contentType,
+        userProperties: props.userProperties,
+      },
+    });
+    onMessage();
+  });
+  await client.subscribeAsync(filter, { qos: 1 });
+  return {
+    messages,
+    /** Resolves once `count` messages arrived; fails after 10 s. */
+    received(count: number): Promise<MqttMessage[]> {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          reject(
+            new Error(`expected ${count} messages, got ${messages.length}`),
+          );
+        }, 10000);
+        onMessage = () => {
+          if (messages.length < count) return;
+          clearTimeout(timer);
+          onMessage = () => {};
+          resolve(messages);
+        };
+        onMessage();
+      });
+    },
+    close: () => client.endAsync(),
+  };
+}
+
+function connect(
+  options: Partial<MqttSinkOptions> & Pick<MqttSinkOptions, "topic">,
+): Promise<MqttSink> {
+  return MqttSink.connect({
+    url: brokers?.mqttUrl ?? "mqtt://127.0.0.1:1",
+    clientId: uniqueName("sink"),
+    ...options,
+  });
+}
+
+/** Waits for `state` among the states a sink reports. */
+function stateWatcher() {
+  const states: MqttConnectionState[] = [];
+  let check = () => {};
+  return {
+    states,
+    onState(state: MqttConnectionState) {
+      states.push(state);
+      check();
+    },
+    /** Resolves once `state` was reported `count` times in all. */
+    reached(state: MqttConnectionState, count = 1): Promise<void> {
+      return new Promise((resolve) => {
+        check = () => {
+          if (states.filter((s) => s === state).length < count) return;
+          check = () => {};
+          resolve();
+        };
+        check();
+      });
+    },
+  };
+}
+
+for (const protocolVersion of [4, 5] as const) {
+  Deno.test({
+    name: `MqttSink on MQTT ${
+      protocolVersion === 4 ? "3.1.1" : "5"
+    } resolves a QoS 1 write and the subscriber reads back the same structured event`,
+    ignore,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    async fn() {
+      const topic = uniqueName("sink/structured");
+      const subscriber = await subscribe(topic, protocolVersion);
+      try {
+        await using sink = await connect({ topic, protocolVersion });
+        const sent = event(1, { subject: "pump-7" });
+        await sink.write(sent);
+        assert.equal(sink.published, 1);
+        assert.equal(sink.pending, 0);
+
+        const [message] = await subscriber.received(1);
+        assert.equal(message.topic, topic);
+        assert.deepEqual(fromMqttMessage(message, { protocolVersion }), sent);
+        if (protocolVersion === 5) {
+          assert.match(
+            message.properties?.contentType ?? "",
+            /^application\/cloudevents\+json/,
+          );
+        } else {
+          assert.equal(message.properties?.contentType, undefined);
+        }
+      } finally {
+        await subscriber.close();
+      }
+    },
+  });
+}
+
+Deno.test({
+  name:
+    "MqttSink in binary mode publishes attributes as user properties and data as the payload",
+  ignore,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const topic = uniqueName("sink/binary");
+    const subscriber = await subscribe(topic);
+    try {
+      await using sink = await connect({ topic, mode: "binary" });
+      const sent = event(2, { subject: "valve-3" });
+      await sink.write(sent);
+
+      const [message] = await subscriber.received(1);
+      assert.equal(message.properties?.contentType, "application/json");
+      const userProperties = message.properties?.userProperties ?? {};
+      assert.equal(userProperties.specversion, "1.0");
+      assert.equal(userProperties.id, "e2");
+      assert.equal(userProperties.subject, "valve-3");
+      assert.equal(userProperties.classification, "command");
+      assert.deepEqual(JSON.parse(decoder.decode(message.payload)), { n: 2 });
+      assert.deepEqual(fromMqttMessage(message), sent);
+    } finally {
+      await subscriber.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "MqttSink fills a topic template and refuses attributes that would inject topic levels or wildcards",
+  ignore,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const prefix = uniqueName("sink/devices");
+    const subscriber = await subscribe(`${prefix}/#`);
+    try {
+      await using sink = await connect({
+        topic: topicTemplate(`${prefix}/{subject}/commands`),
+      });
+      await sink.write(event(1, { subject: "d1" }));
+      for (
+        const bad of [
+          event(2, { subject: "a/b" }),
+          event(3, { subject: "+" }),
+          event(4, { subject: "#" }),
+          event(5),
+        ]
+      ) {
+        await assert.rejects(sink.write(bad), (error) => {
+          assert.ok(isDataExchangeError(error));
+          assert.equal(error.code, "topic-template");
+          assert.equal(error.retriable, false);
+          assert.match(error.message, new RegExp(`"${bad.id}"`));
+          return true;
+        });
+      }
+      await sink.write(event(6, { subject: "d2" }));
+
+      // Both valid events arrived, in order, and nothing in between.
+      const messages = await subscriber.received(2);
+      assert.deepEqual(messages.map((m) => m.topic), [
+        `${prefix}/d1/commands`,
+        `${prefix}/d2/commands`,
+      ]);
+      assert.deepEqual(messages.map((m) => fromMqttMessage(m).id), [
+        "e1",
+        "e6",
+      ]);
+      assert.equal(sink.published, 2);
+    } finally {
+      await subscriber.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "MqttSink at QoS 0 resolves a write once it is on the socket",
+  ignore,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const topic = uniqueName("sink/qos0");
+    const subscriber = await subscribe(topic);
+    try {
+      await using sink = await connect({ topic, qos: 0 });
+      await Promise.all([1, 2, 3].map((n) => sink.write(event(n))));
+      assert.equal(sink.pending, 0);
+      const messages = await subscriber.received(3);
+      assert.deepEqual(messages.map((m) => fromMqttMessage(m).id), [
+        "e1",
+        "e2",
+        "e3",
+      ]);
+    } finally {
+      await subscriber.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "MqttSink.send() publishes to an explicit topic",
+  ignore,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const topic = uniqueName("sink/explicit");
+    const subscriber = await subscribe(topic);
+    try {
+      await using sink = await connect({ topic: "unused/default" });
+      await sink.send(topic, event(1));
+      const [message] = await subscriber.received(1);
+      assert.equal(message.topic, topic);
+      await assert.rejects(sink.send(`${topic}/+`, event(2)), RangeError);
+    } finally {
+      await subscriber.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "MqttSink.close() waits until every outstanding write is acknowledged, then refuses writes",
+  ignore,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const topic = uniqueName("sink/flush");
+    const subscriber = await subscribe(topic);
+    try {
+      const sink = await connect({ topic, maxPending: 50 });
+      const count = 300;
+      let acknowledged = 0;
+      const writes = Array.from(
+        { length: count },
+        (_, n) => sink.write(event(n)).then(() => acknowledged++),
+      );
+      assert.equal(sink.pending, 50);
+      assert.equal(sink.waiting, count - 50);
+
+      await sink.close();
+      assert.equal(acknowledged, count);
+      await Promise.all(writes);
+      assert.equal(sink.published, count);
+      await assert.rejects(sink.write(event(count)), {
+        code: "sink-closed",
+        retriable: true,
+      });
+
+      const messages = await subscriber.received(count);
+      assert.deepEqual(
+        messages.map((m) => fromMqttMessage(m).id),
+        Array.from({ length: count }, (_, n) => `e${n}`),
+      );
+    } finally {
+      await subscriber.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "MqttSink holds at most maxPending publishes while the broker is down and delivers them when it is back",
+  ignore,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using mosquitto = await startMosquitto();
+    const watcher = stateWatcher();
+    await using sink = await MqttSink.connect({
+      url: mosquitto.url,
+      clientId: uniqueName("sink-outage"),
+      topic: "sink/outage",
+      maxPending: 3,
+      reconnectPeriodMs: 50,
+      onState: watcher.onState,
+    });
+    await mosquitto.kill();
+    await watcher.reached("disconnected");
+
+    let acknowledged = 0;
+    const writes = Array.from(
+      { length: 8 },
+      (_, n) => sink.write(event(n)).then(() => acknowledged++),
+    );
+    assert.equal(sink.pending, 3);
+    assert.equal(sink.waiting, 5);
+    // Reconnection attempts fail while the broker is down; nothing moves.
+    await watcher.reached("connecting", 3);
+    assert.equal(sink.pending, 3);
+    assert.equal(sink.waiting, 5);
+    assert.equal(acknowledged, 0);
+
+    await mosquitto.restart();
+    await Promise.all(writes);
+    assert.equal(acknowledged, 8);
+    assert.equal(sink.published, 8);
+    assert.equal(sink.pending, 0);
+  },
+});
+
+Deno.test({
+  name:
+    "MqttSink.connect() retries an unreachable broker until its signal aborts",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const watcher = stateWatcher();
+    const controller = new AbortController();
+    const connecting = MqttSink.connect({
+      url: `mqtt://127.0.0.1:${freePort()}`,
+      clientId: uniqueName("sink-unreachable"),
+      topic: "t",
+      reconnectPeriodMs: 20,
+      signal: controller.signal,
+      onState: watcher.onState,
+    });
+    await watcher.reached("connecting", 3);
+    const reason = new Error("gave up");
+    controller.abort(reason);
+    await assert.rejects(connecting, (error) => error === reason);
+    assert.equal(watcher.states.at(-1), "disconnected");
+  },
+});
+
+// A broker of our own that speaks just enough MQTT to hold PUBACKs back, so
+// tests can see what the sink puts on the wire while nothing is acknowledged.
+
+interface WirePublish {
+  readonly topic: string;
+  readonly packetId: number;
+  readonly qos: number;
+  readonly dup: boolean;
+  /** The whole packet's size in bytes. */
+  readonly bytes: number;
+}
+
+interface FakeBrokerOptions {
+  /** CONNACK return or reason code. Default 0 (accepted). */
+  connackCode?: number;
+  /** MQTT 5 CONNACK Receive Maximum. Default: not stated. */
+  receiveMaximum?: number;
+  /** MQTT 5 CONNACK Maximum Packet Size. Default: not stated. */
+  maximumPacketSize?: number;
+}
+
+class FakeBroker {
+  readonly publishes: WirePublish[] = [];
+  #listener: Deno.TcpListener;
+  #connections = new Set<Deno.TcpConn>();
+  #latest: Deno.TcpConn | undefined;
+  #options: FakeBrokerOptions;
+  #onPublish = () => {};
+
+  constructor(options: FakeBrokerOptions = {}) {
+    this.#listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    this.#options = options;
+    this.#accept();
+  }
+
+  get url(): string {
+    return `mqtt://127.0.0.1:${this.#listener.addr.port}`;
+  }
+
+  /** Resolves once `count` PUBLISH packets have arrived in all. */
+  received(count: number): Promise<void> {
+    return new Promise((resolve) => {
+      this.#onPublish = () => {
+        if (this.publishes.length < count) return;
+        this.#onPublish = () => {};
+        resolve();
+      };
+      this.#onPublish();
+    });
+  }
+
+  /** Acknowledges a publish, with an MQTT 5 reason code if not 0. */
+  async puback(packetId: number, reasonCode = 0): Promise<void> {
+    const id = [packetId >> 8, packetId & 0xff];
+    const packet = reasonCode === 0
+      ? [0x40, 2, ...id]
+      : [0x40, 3, ...id, reasonCode];
+    await this.#latest!.write(new Uint8Array(packet));
+  }
+
+  close(): void {
+    this.#listener.close();
+    for (const connection of this.#connections) {
+      try {
+        connection.close();
+      } catch {
+        // Already closed by the client: nothing left to release.
+      }
+    }
+  }
+
+  #connack(version: 4 | 5): Uint8Array {
+    const code = this.#options.connackCode ?? 0;
+    if (version === 4) return new Uint8Array([0x20, 2, 0, code]);
+    const properties: number[] = [];
+    const { receiveMaximum, maximumPacketSize } = this.#options;
+    if (receiveMaximum !== undefined) {
+      properties.push(0x21, receiveMaximum >> 8, receiveMaximum & 0xff);
+    }
+    if (maximumPacketSize !== undefined) {
+      const size = maximumPacketSize;
+      properties.push(0x27, size >>> 24, (size >> 16) & 0xff);
+      properties.push((size >> 8) & 0xff, size & 0xff);
+    }
+    return new Uint8Array([
+      0x20,
+      3 + properties.length,
+      0,
+      code,
+      properties.length,
+      ...properties,
+    ]);
+  }
+
+  async #accept(): Promise<void> {
+    try {
+      for await (const connection of this.#listener) {
+        this.#connections.add(connection);
+        this.#latest = connection;
+        this.#serve(connection).catch(() => {});
+      }
+    } catch {
+      // The listener was closed.
+    }
+  }
+
+  async #serve(connection: Deno.TcpConn): Promise<void> {
+    let buffer = new Uint8Array(0);
+    const chunk = new Uint8Array(64 * 1024);
+    for (;;) {
+      const read = await connection.read(chunk);
+      if (read === null) return;
+      const joined = new Uint8Array(buffer.length + read);
+      joined.set(buffer);
+      joined.set(chunk.subarray(0, read), buffer.length);
+      buffer = joined;
+      for (;;) {
+        const packet = nextPacket(buffer);
+        if (packet === undefined) break;
+        buffer = buffer.subarray(packet.size);
+        await this.#handle(connection, packet);
+      }
+    }
+  }
+
+  async #handle(connection: Deno.TcpConn, packet: RawPacket): Promise<void> {
+    const { type, flags, body } = packet;
+    if (type === 1) { // CONNECT: protocol name (2 + 4 bytes), then level.
+      await connection.write(this.#connack(body[6] === 5 ? 5 : 4));
+    } else if (type === 3) { // PUBLISH
+      const qos = (flags >> 1) & 3;
+      const topicLength = (body[0] << 8) | body[1];
+      const topic = decoder.decode(body.subarray(2, 2 + topicLength));
+      const at = 2 + topicLength;
+      const packetId = qos > 0 ? (body[at] << 8) | body[at + 1] : 0;
+      const dup = (flags & 8) !== 0;
+      this.publishes.push({ topic, packetId, qos, dup, bytes: packet.size });
+      this.#onPublish();
+    } else if (type === 12) { // PINGREQ
+      await connection.write(new Uint8Array([0xd0, 0]));
+    } else if (type === 14) { // DISCONNECT
+      connection.close();
+      this.#connections.delete(connection);
+    }
+  }
+}
+
+interface RawPacket {
+  readonly type: number;
+  readonly flags: number;
+  readonly body: Uint8Array;
+  readonly size: number;
+}
+
+function nextPacket(buffer: Uint8Array): RawPacket | undefined {
+  let length = 0;
+  let multiplier = 1;
+  let at = 1;
+  for (;; at++) {
+    if (at >= buffer.length) return undefined;
+    length += (buffer[at] & 0x7f) * multiplier;
+    multiplier *= 128;
+    if ((buffer[at] & 0x80) === 0) break;
+  }
+  const start = at + 1;
+  if (buffer.length < start + length) return undefined;
+  return {
+    type: buffer[0] >> 4,
+    flags: buffer[0] & 0x0f,
+    body: buffer.subarray(start, start + length),
+    size: start + length,
+  };
+}
+
+function nextMacrotask(): Promise<void> {
+  // Gives the sink the chance to publish too much; not a wait for a result.
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+Deno.test({
+  name:
+    "MqttSink never has more than maxPending PUBLISH packets unacknowledged on the wire",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const broker = new FakeBroker();
+    try {
+      await using sink = await connect({
+        url: broker.url,
+        topic: "wire/bound",
+        maxPending: 4,
+      });
+      const total = 10;
+      const cap = 4;
+      const writes = Array.from(
+        { length: total },
+        (_, n) => sink.write(event(n)),
+      );
+      for (let acked = 0; acked < total; acked++) {
+        const expected = Math.min(total, acked + cap);
+        await broker.received(expected);
+        await nextMacrotask();
+        assert.equal(broker.publishes.length, expected);
+        assert.equal(sink.pending, expected - acked);
+        await broker.puback(broker.publishes[acked].packetId);
+        await writes[acked];
+      }
+      assert.equal(sink.published, total);
+      assert.ok(broker.publishes.every((p) => p.qos === 1 && !p.dup));
+    } finally {
+      broker.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "MqttSink rejects a write whose PUBACK carries an MQTT 5 error reason code",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const broker = new FakeBroker();
+    try {
+      await using sink = await connect({ url: broker.url, topic: "wire/rc" });
+      const refused = sink.write(event(1));
+      const throttled = sink.write(event(2));
+      await broker.received(2);
+      await broker.puback(broker.publishes[0].packetId, 0x87);
+      await broker.puback(broker.publishes[1].packetId, 0x97);
+      await assert.rejects(refused, {
+        code: "publish-rejected",
+        retriable: false,
+        message: /0x87/,
+      });
+      await assert.rejects(throttled, {
+        code: "publish-rejected",
+        retriable: true,
+        message: /0x97/,
+      });
+    } finally {
+      broker.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "MqttSink.close() rejects writes still unacknowledged after closeTimeoutMs with a retriable sink-closed",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const broker = new FakeBroker();
+    try {
+      const sink = await connect({
+        url: broker.url,
+        topic: "wire/close",
+        maxPending: 1,
+        closeTimeoutMs: 50,
+      });
+      const inFlight = sink.write(event(1));
+      const waiting = sink.write(event(2));
+      await broker.received(1);
+      const rejected = [inFlight, waiting].map((write) =>
+        assert.rejects(write, { code: "sink-closed", retriable: true })
+      );
+      await sink.close();
+      await Promise.all(rejected);
+      assert.equal(broker.publishes.length, 1);
+    } finally {
+      broker.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "MqttSink closes at once when its signal aborts, rejecting what is unacknowledged",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const broker = new FakeBroker();
+    try {
+      const controller = new AbortController();
+      const watcher = stateWatcher();
+      const sink = await connect({
+        url: broker.url,
+        topic: "wire/abort",
+        signal: controller.signal,
+        onState: watcher.onState,
+      });
+      const write = sink.write(event(1));
+      await broker.received(1);
+      const reason = new Error("shutdown");
+      controller.abort(reason);
+      await assert.rejects(write, (error) => {
+        assert.ok(isDataExchangeError(error));
+        assert.equal(error.code, "sink-closed");
+        assert.equal(error.cause, reason);
+        return true;
+      });
+      await watcher.reached("disconnected");
+      await sink.close();
+      await assert.rejects(sink.write(event(2)), { code: "sink-closed" });
+    } finally {
+      broker.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "MqttSink keeps no more QoS 1 publishes in flight than the broker's Receive Maximum",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const broker = new FakeBroker({ receiveMaximum: 2 });
+    try {
+      await using sink = await connect({
+        url: broker.url,
+        topic: "wire/receive-maximum",
+        maxPending: 100,
+      });
+      const writes = [1, 2, 3].map((n) => sink.write(event(n)));
+      assert.equal(sink.pending, 2);
+      assert.equal(sink.waiting, 1);
+      await broker.received(2);
+      await nextMacrotask();
+      assert.equal(broker.publishes.length, 2);
+      await broker.puback(broker.publishes[0].packetId);
+      await broker.received(3);
+      await broker.puback(broker.publishes[1].packetId);
+      await broker.puback(broker.publishes[2].packetId);
+      await Promise.all(writes);
+    } finally {
+      broker.close();
+    }
+  },
+});
+
+for (const mode of ["structured", "binary"] as const) {
+  Deno.test({
+    name:
+      `MqttSink in ${mode} mode refuses a packet over the broker's Maximum Packet Size, to the byte`,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    async fn() {
+      const fits = event(1, { subject: "größe" });
+      const tooLarge = { ...fits, id: "e10" };
+      // What MQTT.js puts on the wire for `fits`, measured on a broker
+      // without a limit.
+      const measure = new FakeBroker();
+      let bytes: number;
+      try {
+        await using sink = await connect({
+          url: measure.url,
+          topic: "wire/size",
+          mode,
+        });
+        const write = sink.write(fits);
+        await measure.received(1);
+        bytes = measure.publishes[0].bytes;
+        await measure.puback(measure.publishes[0].packetId);
+        await write;
+      } finally {
+        measure.close();
+      }
+
+      const broker = new FakeBroker({ maximumPacketSize: bytes });
+      try {
+        await using sink = await connect({
+          url: broker.url,
+          topic: "wire/size",
+          mode,
+        });
+        await assert.rejects(sink.write(tooLarge), (error) => {
+          assert.ok(isDataExchangeError(error));
+          assert.equal(error.code, "message-too-large");
+          assert.equal(error.retriable, false);
+          assert.match(
+            error.message,
+            new RegExp(`${bytes + 1} bytes .* at most ${bytes}`),
+          );
+          return true;
+        });
+        const write = sink.write(fits);
+        await broker.received(1);
+        assert.equal(broker.publishes[0].bytes, bytes);
+        await broker.puback(broker.publishes[0].packetId);
+        await write;
+        assert.equal(broker.publishes.length, 1);
+      } finally {
+        broker.close();
+      }
+    },
+  });
+}
+
+Deno.test({
+  name:
+    "MqttSink.connect() rejects with connect-refused when the broker refuses",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const broker = new FakeBroker({ connackCode: 0x87 }); // Not authorized.
+    try {
+      await assert.rejects(
+        connect({ url: broker.url, topic: "wire/refused" }),
+        (error) => {
+          assert.ok(isDataExchangeError(error));
+          assert.equal(error.code, "connect-refused");
+          assert.equal(error.retriable, false);
+          assert.match(error.message, /reason code 135/);
+          return true;
+        },
+      );
+    } finally {
+      broker.close();
+    }
+  },
+});
+
+Deno.test("MqttSink.connect() refuses bad options before connecting", async () => {
+  const cases: Array<[Partial<MqttSinkOptions>, string, RegExp]> = [
+    [{ url: "" }, "TypeError", /broker url/],
+    [{ clientId: "" }, "TypeError", /non-empty clientId/],
+    [{ protocolVersion: 3 as 4 }, "RangeError", /4 \(MQTT 3.1.1\) or 5; got 3/],
+    [{ mode: "binary", protocolVersion: 4 }, "TypeError", /binary mode/],
+    [{ mode: "json" as "binary" }, "TypeError", /"structured" or "binary"/],
+    [{ qos: 2 as 1 }, "RangeError", /0 or 1; got 2/],
+    [{ maxPending: 0 }, "RangeError", /1 to 65535; got 0/],
+    [{ maxPending: 70000 }, "RangeError", /got 70000/],
+    [{ topic: "a/#" }, "RangeError", /without wildcards/],
+    [{ topic: "devices/{subject}" }, "TypeError", /topicTemplate/],
+    [{ topic: 7 as unknown as string }, "TypeError", /got 7/],
+    [{ closeTimeoutMs: -1 }, "RangeError", /closeTimeoutMs/],
+  ];
+  for (const [options, name, message] of cases) {
+    await assert.rejects(
+      MqttSink.connect({
+        url: "mqtt://127.0.0.1:1",
+        clientId: "c",
+        topic: "t",
+        ...options,
+      }),
+      { name, message },
+      JSON.stringify(options),
+    );
+  }
+});
+
+Deno.test("topicTemplate() fills placeholders from attributes and extensions", () => {
+  const fill = topicTemplate(
+    "t/{subject}/{priority}/{urgent}/{classification}",
+  );
+  const withExtensions = createCloudEvent({
+    source: "/s",
+    type: "t",
+    subject: "dev-1",
+    classification: "alert",
+    extensions: { priority: 3, urgent: true },
+  });
+  assert.equal(fill(withExtensions), "t/dev-1/3/true/alert");
+  assert.equal(topicTemplate("fixed/topic")(withExtensions), "fixed/topic");
+  assert.equal(
+    topicTemplate("{subject}-{id}")(event(9, { subject: "a" })),
+    "a-e9",
+  );
+});
+
+Deno.test("topicTemplate() refuses attribute values that would change the topic's shape", () => {
+  const topicOf = topicTemplate("devices/{subject}/commands");
+  const bad: Array<[CloudEvent, RegExp]> = [
+    [event(1, { subject: "a/b" }), /"a\/b", which contains \/, \+ or #/],
+    [event(2, { subject: "+" }), /contains \/, \+ or #/],
+    [event(3, { subject: "#" }), /contains \/, \+ or #/],
+    [event(4), /attribute "subject" is missing/],
+    [{ ...event(5), subject: "" }, /is "", which is empty/],
+    [{ ...event(6), subject: "a\u0000b" }, /control character/],
+    [{ ...event(7), subject: "a\nb" }, /control character/],
+    [{ ...event(8), subject: "a\ud800" }, /malformed UTF-16/],
+    [
+      { ...event(9), subject: { nested: 1 } } as unknown as CloudEvent,
+      /expected a string/,
+    ],
+  ];
+  for (const [each, message] of bad) {
+    assert.throws(() => topicOf(each), (error) => {
+      assert.ok(isDataExchangeError(error));
+      assert.equal(error.code, "topic-template");
+      assert.equal(error.retriable, false);
+      assert.match(error.message, message);
+      return true;
+    }, String(each.subject));
+  }
+  assert.throws(() => topicTemplate("sources/{source}")(event(1)), {
+    code: "topic-template",
+    message: /"\/test\/sink", which contains \/, \+ or #/,
+  });
+  const leading = topicTemplate("{subject}/commands");
+  assert.throws(() => leading(event(1, { subject: "$SYS" })), {
+    code: "topic-template",
+    message: /starts with \$/,
+  });
+  assert.equal(topicOf(event(1, { subject: "$ok" })), "devices/$ok/commands");
+  const long = topicTemplate("{subject}");
+  assert.throws(() => long({ ...event(1), subject: "é".repeat(40000) }), {
+    code: "topic-template",
+    message: /80000 bytes long/,
+  });
+});
+
+Deno.test("topicTemplate() refuses a malformed template when it is made", () => {
+  const cases: Array<[unknown, RegExp]> = [
+    ["", /non-empty template/],
+    [42, /got 42/],
+    ["devices/{subject", /a \{ without a matching \}/],
+    ["devices/subject}", /a \} without a matching \{/],
+    ["devices/{}", /the placeholder "\{\}"/],
+    ["devices/{Subject}", /the placeholder "\{Subject\}"/],
+    ["devices/{data}", /the placeholder "\{data\}"/],
+    ["devices/{{subject}}", /the placeholder "\{\{subject\}"/],
+    ["devices/+/{subject}", /wildcard/],
+    ["devices/{subject}/#", /wildcard/],
+    ["devices/\n/{subject}", /control character/],
+  ];
+  for (const [template, message] of cases) {
+    assert.throws(() => topicTemplate(template as string), {
+      name: "TypeError",
+      message,
+    }, String(template));
+  }
+});
