@@ -3,9 +3,17 @@ import mqtt from "mqtt";
 import {
   createCloudEvent,
   serializeStructured,
+  toKafkaRecord,
 } from "../src/cloudevents/mod.ts";
+import { KafkaSink } from "../src/kafka/sink.ts";
 import { testBrokers } from "./_brokers.ts";
-import { header, publishAll, readTopics } from "./_kafka.ts";
+import {
+  createTopics,
+  header,
+  publishAll,
+  readTopics,
+  uniqueName,
+} from "./_kafka.ts";
 
 const brokers = await testBrokers();
 
@@ -82,5 +90,60 @@ Deno.test({
     const dead = records.find((r) => r.topic === "example.deadletter")!;
     assert.equal(dead.message.value?.toString(), "not an event");
     assert.equal(header(dead.message, "dx-error"), "malformed-json");
+  },
+});
+
+Deno.test({
+  name: "examples/consume_kafka.ts acks, retries and dead-letters as it says",
+  ignore: brokers === undefined,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const topic = uniqueName("example-consume");
+    const deadLetterTopic = `${topic}.dlq`;
+    await createTopics(brokers!.kafkaBrokers, [topic, deadLetterTopic]);
+    const good = createCloudEvent({ source: "/ex", type: "reading", data: 1 });
+    const poison = createCloudEvent({ source: "/ex", type: "reading.poison" });
+    {
+      await using sink = await KafkaSink.connect({
+        brokers: brokers!.kafkaBrokers,
+      });
+      await sink.send(topic, toKafkaRecord(good));
+      await sink.send(topic, toKafkaRecord(poison));
+      await sink.send(topic, {
+        key: null,
+        value: new TextEncoder().encode("plain text"),
+        headers: {},
+      });
+    }
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-net=127.0.0.1",
+        "--allow-env",
+        new URL("../examples/consume_kafka.ts", import.meta.url).pathname,
+      ],
+      env: {
+        KAFKA_BROKERS: brokers!.kafkaBrokers.join(","),
+        TOPIC: topic,
+        DEAD_LETTER_TOPIC: deadLetterTopic,
+        GROUP_ID: uniqueName("example-group"),
+        MAX_RECORDS: "5", // 1 good + 3 attempts of the poison one + 1 invalid
+      },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stdout = new TextDecoder().decode(output.stdout);
+    assert.equal(output.code, 0, new TextDecoder().decode(output.stderr));
+    assert.match(stdout, new RegExp(`reading ${good.id}`));
+    assert.match(stdout, /failed, attempt 3/);
+    assert.match(stdout, /invalid \(missing-attribute\)/);
+    const dead = await readTopics(brokers!.kafkaBrokers, [deadLetterTopic], {
+      until: (read) => read.length >= 2,
+    });
+    assert.deepEqual(
+      dead.map((r) => header(r.message, "dx-error")).sort(),
+      ["missing-attribute", "processing-failed"],
+    );
   },
 });
