@@ -26,4 +26,16 @@ export {
 export * from "./src/mqtt/mod.ts";
 export * from "./src/kafka/mod.ts";
 export * from "./src/sinks/mod.ts";
+export {
+  ABANDONED_CODE,
+  combine,
+  type CombineOptions,
+  MALFORMED_DEFECTS,
+  type MalformedDefect,
+  type MockCloudEventItem,
+  mockCloudEvents,
+  type MockCloudEventsOptions,
+  mockSource,
+  type MockSourceOptions,
+} from "./src/streams/mod.ts";
 export * from "./src/bridge/mod.ts";

@@ -1,0 +1,509 @@
+/**
+ * Deterministic CloudEvents test traffic: MQTT payloads in the JSON event
+ * format, with a chosen mix of classifications, sizes and malformed
+ * messages, the same for the same seed on every run.
+ *
+ * @module
+ */
+import { describeValue } from "../cloudevents/_describe.ts";
+import {
+  type CloudEvent,
+  type CloudEventErrorCode,
+  createCloudEvent,
+  isCloudEventError,
+  serializeStructured,
+} from "../cloudevents/mod.ts";
+import { Prng } from "./_prng.ts";
+
+/**
+ * The ways a malformed payload is broken, each with the `CloudEventError`
+ * code that `parseStructured` and `fromMqttMessage` give for it.
+ *
+ * @example List the defects and their codes
+ * ```ts
+ * import { MALFORMED_DEFECTS } from "./mock_events.ts";
+ *
+ * console.log(MALFORMED_DEFECTS["not-utf8"]); // invalid-encoding
+ * console.log(Object.keys(MALFORMED_DEFECTS).length); // 7
+ * ```
+ */
+export const MALFORMED_DEFECTS: Readonly<
+  Record<MalformedDefect, CloudEventErrorCode>
+> = Object.freeze({
+  "not-json": "malformed-json",
+  "json-array": "not-an-object",
+  "missing-id": "missing-attribute",
+  "specversion-0.3": "unsupported-specversion",
+  "bad-extension-name": "invalid-extension-name",
+  "invalid-base64": "invalid-data",
+  "not-utf8": "invalid-encoding",
+});
+
+/**
+ * How a malformed payload is broken:
+ * - `not-json`: an event whose last byte (the closing brace) is cut off;
+ * - `json-array`: an event wrapped in a JSON array;
+ * - `missing-id`: an event without its `id`;
+ * - `specversion-0.3`: an event with `specversion` `"0.3"`;
+ * - `bad-extension-name`: an event with an extension named `Bad-Name`;
+ * - `invalid-base64`: an event whose `data_base64` has a `*` in it;
+ * - `not-utf8`: an event with the byte 0xFF inside a string.
+ */
+export type MalformedDefect =
+  | "not-json"
+  | "json-array"
+  | "missing-id"
+  | "specversion-0.3"
+  | "bad-extension-name"
+  | "invalid-base64"
+  | "not-utf8";
+
+/** A valid event and its payload. */
+export interface MockEventItem {
+  /** Discriminates the union. */
+  readonly kind: "event";
+  /** The event. */
+  readonly event: CloudEvent;
+  /** The event in the JSON event format, as `serializeStructured` writes it. */
+  readonly payload: Uint8Array;
+}
+
+/** A payload that is not a valid CloudEvent, and why. */
+export interface MockMalformedItem {
+  /** Discriminates the union. */
+  readonly kind: "malformed";
+  /** The broken bytes. */
+  readonly payload: Uint8Array;
+  /** How they are broken. */
+  readonly defect: MalformedDefect;
+  /** The `CloudEventError` code that decoding them gives. */
+  readonly reason: CloudEventErrorCode;
+}
+
+/** One item of {@linkcode mockCloudEvents}. */
+export type MockCloudEventItem = MockEventItem | MockMalformedItem;
+
+/** Payload sizes, in bytes. */
+export interface MockPayloadSizes {
+  /** The smallest size drawn: an integer from 0. */
+  readonly min: number;
+  /** The largest size drawn: an integer from `min` to 268435455. */
+  readonly max: number;
+}
+
+/** Options of {@linkcode mockCloudEvents}. */
+export interface MockCloudEventsOptions {
+  /** Any safe integer; the same seed gives the same items. Required. */
+  seed: number;
+  /**
+   * The relative weight of each `classification` value, numbers from 0
+   * with a positive sum. The key `none` stands for events without a
+   * `classification` attribute, so no event is classified as `"none"`.
+   * Default `{ telemetry: 6, alert: 1, unknown: 1, none: 1 }`.
+   */
+  classifications?: Readonly<Record<string, number>>;
+  /**
+   * The range the payload size of each item is drawn from, evenly. An
+   * event is padded (a `padding` string in its data) to exactly that size,
+   * unless it needs more bytes without padding (210 to 250 with the default
+   * source and type); a malformed payload comes within 30 bytes of it.
+   * Default `{ min: 200, max: 4096 }`.
+   */
+  sizes?: MockPayloadSizes;
+  /**
+   * The share of malformed items, from 0 to 1; their defects are drawn
+   * evenly from {@linkcode MALFORMED_DEFECTS}. Default 0.
+   */
+  malformedRatio?: number;
+  /** The `source` attribute of the events. Default `/mock/sensors`. */
+  source?: string;
+  /** The `type` attribute of the events. Default `com.example.mock.reading`. */
+  type?: string;
+  /** How many items to yield: an integer from 0. Default: no end. */
+  count?: number;
+}
+
+const DEFAULT_CLASSIFICATIONS: Readonly<Record<string, number>> = {
+  telemetry: 6,
+  alert: 1,
+  unknown: 1,
+  none: 1,
+};
+const NO_CLASSIFICATION = "none";
+const MAX_MQTT_PAYLOAD = 268_435_455;
+const BASE_TIME = Date.UTC(2025, 0, 1);
+const DEFECTS = Object.keys(MALFORMED_DEFECTS) as MalformedDefect[];
+const encoder = new TextEncoder();
+
+/**
+ * Generates CloudEvents test payloads, the same sequence for the same
+ * options. A plain (sync) generator: the caller sets the pace, for example
+ * by drawing one item per tick of `mockSource`.
+ *
+ * Item n (from 0) is an event with `id` `mock-<seed>-<n>`, a `time` n
+ * seconds after 2025-01-01T00:00:00Z, JSON data `{ seq: n, reading,
+ * padding }` and a `classification` drawn by weight; or, with probability
+ * `malformedRatio`, a payload broken in one of the ways of
+ * {@linkcode MalformedDefect}, with the code decoding gives as `reason`.
+ * Payloads are what an MQTT 3.1.1 or 5 client would publish in structured
+ * mode.
+ *
+ * @param options The seed, the mix and the number of items.
+ * @returns A generator of items.
+ * @throws {TypeError} When an option has the wrong type.
+ * @throws {RangeError} When a number is out of range, or `source`, `type`
+ * or a classification is not a valid attribute value.
+ *
+ * @example Decode a mix of valid and malformed payloads
+ * ```ts
+ * import { fromMqttMessage, isCloudEventError } from "../cloudevents/mod.ts";
+ * import { mockCloudEvents } from "./mock_events.ts";
+ *
+ * let events = 0;
+ * let malformed = 0;
+ * for (const item of mockCloudEvents({ seed: 42, malformedRatio: 0.2, count: 50 })) {
+ *   try {
+ *     fromMqttMessage({ topic: "sensors/1", payload: item.payload });
+ *     events++;
+ *   } catch (error) {
+ *     if (!isCloudEventError(error) || item.kind !== "malformed") throw error;
+ *     if (error.code !== item.reason) throw error;
+ *     malformed++;
+ *   }
+ * }
+ * console.log(events + malformed, malformed > 0); // 50 true
+ * ```
+ *
+ * @example Alerts only, small payloads
+ * ```ts
+ * import { mockCloudEvents } from "./mock_events.ts";
+ *
+ * const [item] = mockCloudEvents({
+ *   seed: 1,
+ *   classifications: { alert: 1 },
+ *   sizes: { min: 512, max: 512 },
+ *   count: 1,
+ * });
+ * if (item.kind === "event") {
+ *   console.log(item.event.classification, item.payload.length); // alert 512
+ * }
+ * ```
+ */
+export function mockCloudEvents(
+  options: MockCloudEventsOptions,
+): Generator<MockCloudEventItem, void, undefined> {
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(
+      `mockCloudEvents() expects an options object; got ${
+        describeValue(options)
+      }`,
+    );
+  }
+  const {
+    seed,
+    classifications = DEFAULT_CLASSIFICATIONS,
+    sizes = { min: 200, max: 4096 },
+    malformedRatio = 0,
+    source = "/mock/sensors",
+    type = "com.example.mock.reading",
+    count = Infinity,
+  } = options;
+  checkSeed(seed);
+  const weights = checkClassifications(classifications, source, type);
+  checkSizes(sizes);
+  checkRatio(malformedRatio);
+  checkCount(count);
+
+  return generate({
+    seed,
+    weights,
+    sizes,
+    malformedRatio,
+    source,
+    type,
+    count,
+  });
+}
+
+interface Settings {
+  seed: number;
+  weights: readonly (readonly [string, number])[];
+  sizes: MockPayloadSizes;
+  malformedRatio: number;
+  source: string;
+  type: string;
+  count: number;
+}
+
+function* generate(
+  settings: Settings,
+): Generator<MockCloudEventItem, void, undefined> {
+  const prng = new Prng(settings.seed);
+  for (let index = 0; index < settings.count; index++) {
+    // Five draws per item, whatever its kind, so that one item's kind does
+    // not shift the draws of the items after it.
+    const malformed = prng.next() < settings.malformedRatio;
+    const size = prng.integer(settings.sizes.min, settings.sizes.max);
+    const reading = Math.round(prng.next() * 1000) / 10;
+    const classification = weighted(settings.weights, prng.next());
+    const defect = DEFECTS[Math.floor(prng.next() * DEFECTS.length)];
+
+    const fields: EventFields = {
+      id: `mock-${settings.seed}-${index}`,
+      source: settings.source,
+      type: settings.type,
+      time: new Date(BASE_TIME + index * 1000).toISOString(),
+      classification,
+      seq: index,
+      reading,
+    };
+    yield malformed
+      ? malformedItem(fields, size, defect)
+      : eventItem(fields, size);
+  }
+}
+
+interface EventFields {
+  id: string;
+  source: string;
+  type: string;
+  time: string;
+  classification: string | undefined;
+  seq: number;
+  reading: number;
+}
+
+function eventItem(fields: EventFields, size: number): MockEventItem {
+  const make = (padding: string) =>
+    createCloudEvent({
+      id: fields.id,
+      source: fields.source,
+      type: fields.type,
+      time: fields.time,
+      classification: fields.classification,
+      data: { seq: fields.seq, reading: fields.reading, padding },
+    });
+  let event = make("");
+  let payload = serializeStructured(event);
+  // Each "x" is one byte in the JSON text, so the padded payload is exact.
+  if (payload.length < size) {
+    event = make("x".repeat(size - payload.length));
+    payload = serializeStructured(event);
+  }
+  return { kind: "event", event, payload };
+}
+
+function malformedItem(
+  fields: EventFields,
+  size: number,
+  defect: MalformedDefect,
+): MockMalformedItem {
+  const json = (padding: string): Record<string, unknown> => ({
+    specversion: "1.0",
+    id: fields.id,
+    source: fields.source,
+    type: fields.type,
+    time: fields.time,
+    datacontenttype: "application/json",
+    classification: fields.classification,
+    data: { seq: fields.seq, reading: fields.reading, padding },
+  });
+  const bare = JSON.stringify(json("")).length;
+  // A "~" starts the padding, so that the last "~" of the text is inside it
+  // (data comes last) and can be turned into a byte that is not UTF-8.
+  const padding = "~" + "x".repeat(Math.max(0, size - bare - 1));
+  const event = json(padding);
+  let text: string;
+  switch (defect) {
+    case "not-json":
+      text = JSON.stringify(event).slice(0, -1);
+      break;
+    case "json-array":
+      text = `[${JSON.stringify(event)}]`;
+      break;
+    case "missing-id":
+      delete event.id;
+      text = JSON.stringify(event);
+      break;
+    case "specversion-0.3":
+      event.specversion = "0.3";
+      text = JSON.stringify(event);
+      break;
+    case "bad-extension-name":
+      event["Bad-Name"] = "x";
+      text = JSON.stringify(event);
+      break;
+    case "invalid-base64":
+      delete event.data;
+      event.data_base64 = `*${padding.slice(1)}`;
+      text = JSON.stringify(event);
+      break;
+    case "not-utf8": {
+      const bytes = encoder.encode(JSON.stringify(event));
+      bytes[bytes.lastIndexOf(0x7e)] = 0xff;
+      return {
+        kind: "malformed",
+        payload: bytes,
+        defect,
+        reason: "invalid-encoding",
+      };
+    }
+  }
+  return {
+    kind: "malformed",
+    payload: encoder.encode(text),
+    defect,
+    reason: MALFORMED_DEFECTS[defect],
+  };
+}
+
+function weighted(
+  weights: readonly (readonly [string, number])[],
+  draw: number,
+): string | undefined {
+  const total = weights.reduce((sum, [, weight]) => sum + weight, 0);
+  let point = draw * total;
+  let chosen = weights[0][0];
+  for (const [name, weight] of weights) {
+    if (weight === 0) continue;
+    chosen = name;
+    if (point < weight) break;
+    point -= weight;
+  }
+  return chosen === NO_CLASSIFICATION ? undefined : chosen;
+}
+
+function checkSeed(seed: unknown): asserts seed is number {
+  if (typeof seed !== "number") {
+    throw new TypeError(
+      `mockCloudEvents() option seed must be a number; got ${
+        describeValue(seed)
+      }`,
+    );
+  }
+  if (!Number.isSafeInteger(seed)) {
+    throw new RangeError(
+      `mockCloudEvents() option seed must be a safe integer; got ${seed}`,
+    );
+  }
+}
+
+function checkClassifications(
+  classifications: unknown,
+  source: unknown,
+  type: unknown,
+): (readonly [string, number])[] {
+  if (typeof classifications !== "object" || classifications === null) {
+    throw new TypeError(
+      `mockCloudEvents() option classifications must be an object of weights; got ${
+        describeValue(classifications)
+      }`,
+    );
+  }
+  for (const [name, value] of [["source", source], ["type", type]] as const) {
+    if (typeof value !== "string") {
+      throw new TypeError(
+        `mockCloudEvents() option ${name} must be a string; got ${
+          describeValue(value)
+        }`,
+      );
+    }
+  }
+  const weights = Object.entries(classifications as Record<string, unknown>);
+  let total = 0;
+  for (const [name, weight] of weights) {
+    if (typeof weight !== "number" || !(weight >= 0 && weight < Infinity)) {
+      throw new RangeError(
+        `mockCloudEvents() option classifications.${name} must be a finite weight from 0; got ${
+          describeValue(weight)
+        }`,
+      );
+    }
+    total += weight;
+    probe(source as string, type as string, name);
+  }
+  if (!(total > 0 && total < Infinity)) {
+    throw new RangeError(
+      `mockCloudEvents() option classifications must have weights with a positive, finite sum; got ${total}`,
+    );
+  }
+  return weights as (readonly [string, number])[];
+}
+
+// The attributes come from the caller; check them once here, not on the
+// first event.
+function probe(source: string, type: string, classification: string): void {
+  try {
+    createCloudEvent({
+      id: "probe",
+      source,
+      type,
+      time: new Date(BASE_TIME).toISOString(),
+      classification: classification === NO_CLASSIFICATION
+        ? undefined
+        : classification,
+    });
+  } catch (error) {
+    if (!isCloudEventError(error)) throw error;
+    throw new RangeError(
+      `mockCloudEvents() options make invalid events: ${error.message}`,
+      { cause: error },
+    );
+  }
+}
+
+function checkSizes(sizes: unknown): asserts sizes is MockPayloadSizes {
+  if (typeof sizes !== "object" || sizes === null) {
+    throw new TypeError(
+      `mockCloudEvents() option sizes must be an object { min, max }; got ${
+        describeValue(sizes)
+      }`,
+    );
+  }
+  const { min, max } = sizes as Record<string, unknown>;
+  if (typeof min !== "number" || typeof max !== "number") {
+    throw new TypeError(
+      `mockCloudEvents() option sizes must have numbers min and max; got ${
+        describeValue(min)
+      } and ${describeValue(max)}`,
+    );
+  }
+  if (
+    !Number.isInteger(min) || !Number.isInteger(max) || min < 0 ||
+    min > max || max > MAX_MQTT_PAYLOAD
+  ) {
+    throw new RangeError(
+      `mockCloudEvents() option sizes must be integers with 0 <= min <= max <= ${MAX_MQTT_PAYLOAD}; got min ${min}, max ${max}`,
+    );
+  }
+}
+
+function checkRatio(ratio: unknown): asserts ratio is number {
+  if (typeof ratio !== "number") {
+    throw new TypeError(
+      `mockCloudEvents() option malformedRatio must be a number; got ${
+        describeValue(ratio)
+      }`,
+    );
+  }
+  if (!(ratio >= 0 && ratio <= 1)) {
+    throw new RangeError(
+      `mockCloudEvents() option malformedRatio must be from 0 to 1; got ${ratio}`,
+    );
+  }
+}
+
+function checkCount(count: unknown): asserts count is number {
+  if (typeof count !== "number") {
+    throw new TypeError(
+      `mockCloudEvents() option count must be a number; got ${
+        describeValue(count)
+      }`,
+    );
+  }
+  if (count !== Infinity && !(Number.isSafeInteger(count) && count >= 0)) {
+    throw new RangeError(
+      `mockCloudEvents() option count must be an integer from 0; got ${count}`,
+    );
+  }
+}
