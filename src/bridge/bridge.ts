@@ -21,8 +21,16 @@ import { MqttSink, topicTemplate } from "../mqtt/sink.ts";
 import { type MqttEnvelope, mqttStream, redactUrl } from "../mqtt/stream.ts";
 import { pipeToSink } from "../sinks/sink.ts";
 import type { BridgeConfig, KafkaToMqttRoute } from "./config.ts";
+import {
+  kafkaConnection,
+  type MqttConnection,
+  mqttConnection,
+} from "./_connections.ts";
+import type { KafkaConnectionOptions } from "../kafka/_kafkajs.ts";
 
 const logger = getLogger(["dataexchange", "bridge"]);
+
+const ACKS = { all: -1, leader: 1, none: 0 } as const;
 
 const LOCAL_BROKERS_HINT =
   " (for local brokers, run `deno task brokers` and point the bridge at the addresses it prints)";
@@ -100,7 +108,9 @@ export async function runBridge(
     deadLetterTopic: config.deadLetterTopic,
   });
 
-  await prepareTopics(config, router, signal);
+  const kafka = await kafkaConnection(config);
+  const mqtt = await mqttConnection(config);
+  await prepareTopics(config, kafka, router, signal);
   if (signal?.aborted) return stats;
 
   // The directions run side by side; when one fails, the others stop too.
@@ -114,9 +124,11 @@ export async function runBridge(
       throw error;
     });
   const results = await Promise.allSettled([
-    failFast(mqttToKafka(config, router, stats, stop, options.onReady)),
+    failFast(
+      mqttToKafka(config, kafka, mqtt, router, stats, stop, options.onReady),
+    ),
     ...config.kafkaToMqtt.map((route, index) =>
-      failFast(kafkaToMqtt(config, route, index, stats, stop))
+      failFast(kafkaToMqtt(config, kafka, mqtt, route, index, stats, stop))
     ),
   ]);
   const rejected = results.find((r) => r.status === "rejected");
@@ -128,24 +140,31 @@ export async function runBridge(
 /** MQTT → Kafka: runs until `signal` aborts, then drains. */
 async function mqttToKafka(
   config: BridgeConfig,
+  kafka: KafkaConnectionOptions,
+  mqtt: MqttConnection,
   router: Router,
   stats: BridgeStats,
   signal: AbortSignal,
   onReady: (() => void) | undefined,
 ): Promise<void> {
+  let abortedAt: number | undefined;
+  signal.addEventListener("abort", () => abortedAt = Date.now(), {
+    once: true,
+  });
   const sink = await KafkaSink.connect({
-    brokers: config.kafka.brokers,
-    clientId: config.kafka.clientId,
+    ...kafka,
     batchSize: config.kafka.batchSize,
     lingerMs: config.kafka.lingerMs,
-    requestTimeoutMs: config.kafka.requestTimeoutMs,
+    acks: ACKS[config.kafka.acks],
+    compression: config.kafka.compression,
     maxBufferedRecords: Math.max(config.mqtt.maxInFlight * 2, 1),
   });
   try {
     const deliver = createDelivery(config, router, sink, stats);
     const stream = mqttStream({
       url: config.mqtt.url,
-      topics: config.mqtt.topics,
+      topics: mqtt.topics,
+      clientOptions: mqtt.clientOptions,
       clientId: config.mqtt.clientId,
       protocolVersion: config.mqtt.protocolVersion,
       qos: config.mqtt.qos,
@@ -179,13 +198,20 @@ async function mqttToKafka(
       inFlight: stats.inFlight,
     });
   } finally {
-    await sink.close(config.drainTimeoutMs);
+    // One drain budget for the whole shutdown: what the MQTT stream used of
+    // it is not given to the sink again.
+    const left = abortedAt === undefined
+      ? config.drainTimeoutMs
+      : Math.max(0, abortedAt + config.drainTimeoutMs - Date.now());
+    await sink.close(left);
   }
 }
 
 /** Kafka → MQTT for one route: commits a record once its PUBACK arrived. */
 async function kafkaToMqtt(
   config: BridgeConfig,
+  kafka: KafkaConnectionOptions,
+  mqtt: MqttConnection,
   route: KafkaToMqttRoute,
   index: number,
   stats: BridgeStats,
@@ -201,6 +227,7 @@ async function kafkaToMqtt(
     sink = await MqttSink.connect({
       url: config.mqtt.url,
       clientId: `${config.mqtt.clientId}-out-${index}`,
+      clientOptions: mqtt.clientOptions,
       protocolVersion: config.mqtt.protocolVersion,
       mode: route.mode,
       topic: topicTemplate(route.mqttTopic),
@@ -221,8 +248,7 @@ async function kafkaToMqtt(
   try {
     const result = await pipeToSink(
       kafkaStream({
-        brokers: config.kafka.brokers,
-        clientId: config.kafka.clientId,
+        ...kafka,
         groupId,
         topics: route.topics,
         fromBeginning: route.fromBeginning,
@@ -319,6 +345,11 @@ function createDelivery(
       sink.send(topic, record).then(
         () => {
           stats.delivered++;
+          logger.debug("Delivered {id} from {mqttTopic} to {topic}", {
+            id: envelope.event.id,
+            mqttTopic: envelope.message.topic,
+            topic,
+          });
         },
         (error) => {
           if (!isRejected(error)) throw error;
@@ -352,13 +383,11 @@ function truncated(record: KafkaRecord, size: number): KafkaRecord {
 /** Checks that every topic exists, creating the missing ones if allowed. */
 async function prepareTopics(
   config: BridgeConfig,
+  kafka: KafkaConnectionOptions,
   router: Router,
   signal: AbortSignal | undefined,
 ): Promise<void> {
-  const admin = createKafka({
-    brokers: config.kafka.brokers,
-    clientId: config.kafka.clientId,
-  }).admin();
+  const admin = createKafka(kafka).admin();
   try {
     await connectWithRetry(
       () => admin.connect(),

@@ -16,19 +16,40 @@ const topicName = z.string().regex(
   "a Kafka topic name: 1 to 249 of a-z A-Z 0-9 . _ -",
 ).refine((name) => name !== "." && name !== "..", "not '.' or '..'");
 
+const tlsSchema = z.strictObject({
+  ca: z.string().min(1).optional().describe(
+    "Path of a PEM file of CA certificates to trust.",
+  ),
+  cert: z.string().min(1).optional().describe(
+    "Path of the PEM client certificate.",
+  ),
+  key: z.string().min(1).optional().describe(
+    "Path of the PEM client private key.",
+  ),
+  rejectUnauthorized: z.boolean().default(true)
+    .describe("Refuse servers whose certificate does not verify."),
+});
+
 const mqttSchema = z.strictObject({
   url: z.string().regex(
     /^(mqtts?|wss?|tcp|ssl):\/\/./,
     "a URL such as mqtt://127.0.0.1:1883",
   ).default("mqtt://127.0.0.1:1883")
     .describe("Broker URL (mqtt://, mqtts://, ws://, wss://)."),
-  topics: z.array(z.string().min(1)).min(1).default(["devices/#"])
+  topics: z.array(
+    z.string().min(1).refine(
+      isTopicFilter,
+      "an MQTT topic filter: + only as a whole level, # only as the last level",
+    ),
+  ).min(1).default(["devices/#"])
     .describe("Topic filters to subscribe to."),
   clientId: z.string().min(1).max(256).default("dx-bridge")
     .describe("Stable client id: the broker keeps the session under it."),
-  protocolVersion: z.union([z.literal(4), z.literal(5)]).default(5)
+  protocolVersion: z.union([z.literal(4), z.literal(5)], {
+    error: "4 (MQTT 3.1.1) or 5 (MQTT 5)",
+  }).default(5)
     .describe("4 for MQTT 3.1.1, 5 for MQTT 5."),
-  qos: z.union([z.literal(0), z.literal(1)]).default(1)
+  qos: z.union([z.literal(0), z.literal(1)], { error: "0 or 1" }).default(1)
     .describe("Subscription QoS; 1 for at-least-once delivery."),
   maxInFlight: z.int().min(1).max(65535).default(1000)
     .describe("Most messages received and not yet acknowledged."),
@@ -36,10 +57,28 @@ const mqttSchema = z.strictObject({
     .describe("MQTT 5 session expiry, in seconds."),
   reconnectPeriodMs: z.int().min(100).default(1000)
     .describe("Wait between reconnection attempts, in milliseconds."),
+  keepaliveSeconds: z.int().min(0).max(65535).default(60)
+    .describe("MQTT keepalive interval, in seconds."),
+  sharedGroup: z.string().regex(/^[^/+#]+$/, "a name without / + #")
+    .optional()
+    .describe(
+      "Subscribe as $share/<group>/<topic> to spread load over bridges.",
+    ),
+  username: z.string().min(1).optional().describe("MQTT username."),
+  password: z.string().optional()
+    .describe("MQTT password: from DX_MQTT_PASSWORD only, never the file."),
+  passwordFile: z.string().min(1).optional()
+    .describe("Path of a file holding the MQTT password."),
+  tls: tlsSchema.optional().describe("TLS files for mqtts:// and wss://."),
 });
 
 const kafkaSchema = z.strictObject({
-  brokers: z.array(z.string().regex(/^[^\s:]+:\d{1,5}$/, "host:port")).min(1)
+  brokers: z.array(
+    z.string().regex(/^[^\s:]+:\d{1,5}$/, "host:port").refine(
+      (broker) => Number(broker.split(":")[1]) <= 65535,
+      "host:port with a port from 1 to 65535",
+    ),
+  ).min(1)
     .default(["127.0.0.1:9092"])
     .describe("Bootstrap brokers as host:port."),
   clientId: z.string().min(1).default("dx-bridge")
@@ -54,6 +93,37 @@ const kafkaSchema = z.strictObject({
     .describe("Produce request timeout, in milliseconds."),
   createTopics: z.boolean().default(true)
     .describe("Create missing topics at start, with the broker's defaults."),
+  acks: z.enum(["all", "leader", "none"]).default("all")
+    .describe(
+      "Acknowledgements a produce needs: all in-sync replicas, the leader, or none.",
+    ),
+  compression: z.enum(["none", "gzip"]).default("none")
+    .describe("Compression of produce requests."),
+  tls: z.strictObject({
+    enabled: z.boolean().default(false).describe("Connect with TLS."),
+    ca: z.string().min(1).optional().describe(
+      "Path of a PEM file of CA certificates to trust.",
+    ),
+    cert: z.string().min(1).optional().describe(
+      "Path of the PEM client certificate.",
+    ),
+    key: z.string().min(1).optional().describe(
+      "Path of the PEM client private key.",
+    ),
+    rejectUnauthorized: z.boolean().default(true)
+      .describe("Refuse brokers whose certificate does not verify."),
+  }).prefault({}),
+  sasl: z.strictObject({
+    mechanism: z.enum(["plain", "scram-sha-256", "scram-sha-512"])
+      .describe("SASL mechanism."),
+    username: z.string().min(1).describe("SASL username."),
+    password: z.string().optional()
+      .describe(
+        "SASL password: from DX_KAFKA_SASL_PASSWORD only, never the file.",
+      ),
+    passwordFile: z.string().min(1).optional()
+      .describe("Path of a file holding the SASL password."),
+  }).optional().describe("SASL authentication."),
 });
 
 const kafkaToMqttSchema = z.strictObject({
@@ -85,7 +155,10 @@ const kafkaToMqttSchema = z.strictObject({
 const configSchema = z.strictObject({
   mqtt: mqttSchema.prefault({}),
   kafka: kafkaSchema.prefault({}),
-  routes: z.record(z.string().min(1), topicName)
+  routes: z.record(
+    z.string().min(1, "a non-empty classification value"),
+    topicName,
+  )
     .default({ telemetry: "dx.telemetry", alert: "dx.alerts" })
     .describe("classification value -> Kafka topic."),
   defaultTopic: topicName.default("dx.unclassified")
@@ -100,7 +173,27 @@ const configSchema = z.strictObject({
     level: z.enum(["trace", "debug", "info", "warning", "error", "fatal"])
       .default("info").describe("Lowest level logged."),
   }).prefault({}),
+}).superRefine((config, context) => {
+  const eventTopics = [config.defaultTopic, ...Object.values(config.routes)];
+  if (eventTopics.includes(config.deadLetterTopic)) {
+    context.addIssue({
+      code: "custom",
+      path: ["deadLetterTopic"],
+      message:
+        "a topic of its own: it is also a route or the default topic, so dead letters would mix with events",
+      input: config.deadLetterTopic,
+    });
+  }
 });
+
+/** Whether a string is a valid MQTT topic filter (MQTT 5 §4.7.1). */
+function isTopicFilter(filter: string): boolean {
+  const levels = filter.split("/");
+  return levels.every((level, i) =>
+    (level === "#" && i === levels.length - 1) || level === "+" ||
+    (!level.includes("#") && !level.includes("+"))
+  ) && !filter.includes("\0");
+}
 
 /** MQTT settings of the bridge. */
 export interface MqttConfig {
@@ -120,6 +213,30 @@ export interface MqttConfig {
   sessionExpirySeconds: number;
   /** Wait between reconnection attempts, in milliseconds. Default 1000. */
   reconnectPeriodMs: number;
+  /** MQTT keepalive interval, in seconds. Default 60. */
+  keepaliveSeconds: number;
+  /** Subscribe as `$share/<group>/<topic>` to spread load over bridges. */
+  sharedGroup?: string | undefined;
+  /** MQTT username. */
+  username?: string | undefined;
+  /** MQTT password; only from `DX_MQTT_PASSWORD` (or `passwordFile`). */
+  password?: string | undefined;
+  /** Path of a file holding the MQTT password. */
+  passwordFile?: string | undefined;
+  /** TLS files for `mqtts://` and `wss://`. */
+  tls?: TlsFiles | undefined;
+}
+
+/** Paths of PEM files for a TLS connection. */
+export interface TlsFiles {
+  /** CA certificates to trust. */
+  ca?: string | undefined;
+  /** Client certificate. */
+  cert?: string | undefined;
+  /** Client private key. */
+  key?: string | undefined;
+  /** Refuse servers whose certificate does not verify. Default true. */
+  rejectUnauthorized: boolean;
 }
 
 /** Kafka settings of the bridge. */
@@ -138,6 +255,26 @@ export interface KafkaConfig {
   requestTimeoutMs: number;
   /** Create missing topics at start, with the broker's defaults. Default true. */
   createTopics: boolean;
+  /** Acknowledgements a produce needs. Default `all`. */
+  acks: "all" | "leader" | "none";
+  /** Compression of produce requests. Default `none`. */
+  compression: "none" | "gzip";
+  /** TLS to the brokers. */
+  tls: TlsFiles & {
+    /** Connect with TLS. Default false. */
+    enabled: boolean;
+  };
+  /** SASL authentication. */
+  sasl?: {
+    /** SASL mechanism. */
+    mechanism: "plain" | "scram-sha-256" | "scram-sha-512";
+    /** SASL username. */
+    username: string;
+    /** SASL password; only from `DX_KAFKA_SASL_PASSWORD` (or `passwordFile`). */
+    password?: string | undefined;
+    /** Path of a file holding the SASL password. */
+    passwordFile?: string | undefined;
+  } | undefined;
 }
 
 /** One Kafka → MQTT route of the bridge. */
@@ -195,17 +332,91 @@ const schemaMatchesTypes: Same<z.infer<typeof configSchema>, BridgeConfig> =
   true;
 void schemaMatchesTypes;
 
-/** Environment variables that override the file (see {@linkcode parseConfig}). */
-export const ENV_OVERRIDES: Readonly<Record<string, string>> = {
-  DX_MQTT_URL: "mqtt.url",
-  DX_KAFKA_BROKERS: "kafka.brokers",
-  DX_LOG_LEVEL: "log.level",
+/** How an environment value is read for a field. */
+type EnvKind = "string" | "integer" | "boolean" | "list" | "json";
+
+const ENV_KIND_TEXT: Record<EnvKind, string> = {
+  string: "text",
+  integer: "an integer",
+  boolean: "true or false",
+  list: "a comma-separated list",
+  json: "JSON",
 };
 
 /**
- * Validates a configuration object after applying the environment
- * overrides: `DX_MQTT_URL`, `DX_KAFKA_BROKERS` (comma-separated) and
- * `DX_LOG_LEVEL`.
+ * Every field that the environment can set, with how its value is read.
+ * The variable is `DX_` and the field's path in upper snake case:
+ * `kafka.clientId` is `DX_KAFKA_CLIENT_ID`. Lists are comma-separated;
+ * `routes` and `kafkaToMqtt` take JSON.
+ */
+export const ENV_FIELDS: Readonly<Record<string, EnvKind>> = {
+  "mqtt.url": "string",
+  "mqtt.topics": "list",
+  "mqtt.clientId": "string",
+  "mqtt.protocolVersion": "integer",
+  "mqtt.qos": "integer",
+  "mqtt.maxInFlight": "integer",
+  "mqtt.sessionExpirySeconds": "integer",
+  "mqtt.reconnectPeriodMs": "integer",
+  "mqtt.keepaliveSeconds": "integer",
+  "mqtt.sharedGroup": "string",
+  "mqtt.username": "string",
+  "mqtt.password": "string",
+  "mqtt.passwordFile": "string",
+  "mqtt.tls.ca": "string",
+  "mqtt.tls.cert": "string",
+  "mqtt.tls.key": "string",
+  "mqtt.tls.rejectUnauthorized": "boolean",
+  "kafka.brokers": "list",
+  "kafka.clientId": "string",
+  "kafka.mode": "string",
+  "kafka.batchSize": "integer",
+  "kafka.lingerMs": "integer",
+  "kafka.requestTimeoutMs": "integer",
+  "kafka.createTopics": "boolean",
+  "kafka.acks": "string",
+  "kafka.compression": "string",
+  "kafka.tls.enabled": "boolean",
+  "kafka.tls.ca": "string",
+  "kafka.tls.cert": "string",
+  "kafka.tls.key": "string",
+  "kafka.tls.rejectUnauthorized": "boolean",
+  "kafka.sasl.mechanism": "string",
+  "kafka.sasl.username": "string",
+  "kafka.sasl.password": "string",
+  "kafka.sasl.passwordFile": "string",
+  "routes": "json",
+  "defaultTopic": "string",
+  "deadLetterTopic": "string",
+  "kafkaToMqtt": "json",
+  "drainTimeoutMs": "integer",
+  "log.level": "string",
+};
+
+/** Fields that hold secrets: never read from the file, never printed. */
+export const SECRET_FIELDS: readonly string[] = [
+  "mqtt.password",
+  "kafka.sasl.password",
+];
+
+/**
+ * The environment variable of a configuration field.
+ *
+ * @param path A field path such as `kafka.clientId`.
+ * @returns Its variable, such as `DX_KAFKA_CLIENT_ID`.
+ */
+export function envName(path: string): string {
+  return "DX_" +
+    path.split(".").map((part) =>
+      part.replace(/[A-Z]/g, (letter) => `_${letter}`).toUpperCase()
+    ).join("_");
+}
+
+/**
+ * Validates a configuration object after applying the environment: every
+ * field in {@linkcode ENV_FIELDS} can be set by its variable (see
+ * {@linkcode envName}), which wins over the file. Secrets may come only from
+ * the environment or a `...File` path.
  *
  * @param raw The parsed file (or `{}` for none).
  * @param env The environment to read overrides from.
@@ -226,23 +437,44 @@ export function parseConfig(
       }`,
     );
   }
-  for (const [name, path] of Object.entries(ENV_OVERRIDES)) {
+  const problems: string[] = [];
+  for (const path of SECRET_FIELDS) {
+    if (getPath(input, path) !== undefined) {
+      problems.push(
+        `  ${path}: secrets may not be written in the configuration; set ${
+          envName(path)
+        } or ${path}File`,
+      );
+    }
+  }
+  for (const [path, kind] of Object.entries(ENV_FIELDS)) {
+    const name = envName(path);
     const value = env[name];
     if (value === undefined || value === "") continue;
-    setPath(
-      input,
-      path,
-      name === "DX_KAFKA_BROKERS"
-        ? value.split(",").map((s) => s.trim()).filter(Boolean)
-        : value,
+    const parsed = readEnv(value, kind);
+    if (parsed === undefined) {
+      problems.push(
+        `  ${path}: ${name} must be ${ENV_KIND_TEXT[kind]}; given ${
+          SECRET_FIELDS.includes(path) ? "(hidden)" : show(value)
+        }`,
+      );
+      continue;
+    }
+    setPath(input, path, parsed);
+  }
+  if (problems.length > 0) {
+    throw new DataExchangeError(
+      "invalid-config",
+      `The configuration is invalid:\n${problems.join("\n")}`,
     );
   }
   const result = configSchema.safeParse(input, { reportInput: true });
   if (result.success) return result.data;
   const lines = result.error.issues.map((issue) => {
     const path = issue.path.length > 0 ? issue.path.join(".") : "(root)";
+    const secret = SECRET_FIELDS.some((field) => path.startsWith(field));
     const given = "input" in issue && issue.input !== undefined
-      ? `; given ${show(issue.input)}`
+      ? `; given ${secret ? "(hidden)" : show(issue.input)}`
       : "";
     return `  ${path}: ${issue.message}${given}`;
   });
@@ -290,6 +522,51 @@ export async function loadConfigFile(
     );
   }
   return parseConfig(raw, env);
+}
+
+function readEnv(value: string, kind: EnvKind): unknown {
+  switch (kind) {
+    case "string":
+      return value;
+    case "integer":
+      return /^-?\d+$/.test(value.trim()) ? Number(value) : undefined;
+    case "boolean":
+      return value === "true" ? true : value === "false" ? false : undefined;
+    case "list":
+      return value.split(",").map((item) => item.trim()).filter(Boolean);
+    case "json":
+      try {
+        return JSON.parse(value);
+      } catch {
+        return undefined;
+      }
+  }
+}
+
+function getPath(target: unknown, path: string): unknown {
+  let node = target;
+  for (const key of path.split(".")) {
+    if (typeof node !== "object" || node === null) return undefined;
+    node = (node as Record<string, unknown>)[key];
+  }
+  return node;
+}
+
+/**
+ * A copy of the configuration with every secret replaced by `"***"`, for
+ * printing and logging.
+ *
+ * @param config A validated configuration.
+ * @returns The same configuration, secrets hidden.
+ */
+export function redactConfig(config: BridgeConfig): BridgeConfig {
+  const copy = structuredClone(config);
+  for (const path of SECRET_FIELDS) {
+    if (getPath(copy, path) !== undefined) {
+      setPath(copy as unknown as Record<string, unknown>, path, "***");
+    }
+  }
+  return copy;
 }
 
 function setPath(

@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import { isDataExchangeError } from "../errors.ts";
-import { loadConfigFile, parseConfig } from "./config.ts";
+import {
+  ENV_FIELDS,
+  envName,
+  loadConfigFile,
+  parseConfig,
+  redactConfig,
+} from "./config.ts";
 
 function configError(fn: () => unknown): string {
   try {
@@ -110,4 +116,97 @@ Deno.test("loadConfigFile() reads YAML and says which file cannot be read", asyn
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("every configuration field can be set from DX_ and its path", () => {
+  // Walk the leaves of a configuration with every optional section present.
+  const full = parseConfig({
+    mqtt: {
+      username: "u",
+      passwordFile: "/p",
+      sharedGroup: "g",
+      tls: { ca: "/ca" },
+    },
+    kafka: { sasl: { mechanism: "plain", username: "u", passwordFile: "/p" } },
+  }, { DX_MQTT_PASSWORD: "x", DX_KAFKA_SASL_PASSWORD: "y" });
+  const leaves: string[] = [];
+  const walk = (node: unknown, path: string) => {
+    if (
+      typeof node === "object" && node !== null && !Array.isArray(node) &&
+      path !== "routes"
+    ) {
+      for (const [key, value] of Object.entries(node)) {
+        walk(value, path ? `${path}.${key}` : key);
+      }
+    } else leaves.push(path);
+  };
+  walk(full, "");
+  const missing = leaves.filter((path) =>
+    !(path in ENV_FIELDS) && !path.startsWith("kafkaToMqtt")
+  );
+  assert.deepEqual(missing, [], "fields without an environment variable");
+  assert.equal(envName("kafka.clientId"), "DX_KAFKA_CLIENT_ID");
+  assert.equal(
+    envName("mqtt.tls.rejectUnauthorized"),
+    "DX_MQTT_TLS_REJECT_UNAUTHORIZED",
+  );
+
+  const config = parseConfig({}, {
+    DX_KAFKA_CLIENT_ID: "from-env",
+    DX_MQTT_MAX_IN_FLIGHT: "50",
+    DX_KAFKA_CREATE_TOPICS: "false",
+    DX_MQTT_TOPICS: "a/#, b/#",
+    DX_ROUTES: '{"alert":"a.topic"}',
+  });
+  assert.equal(config.kafka.clientId, "from-env");
+  assert.equal(config.mqtt.maxInFlight, 50);
+  assert.equal(config.kafka.createTopics, false);
+  assert.deepEqual(config.mqtt.topics, ["a/#", "b/#"]);
+  assert.deepEqual(config.routes, { alert: "a.topic" });
+  const message = configError(() =>
+    parseConfig({}, { DX_MQTT_MAX_IN_FLIGHT: "many", DX_ROUTES: "{" })
+  );
+  assert.match(
+    message,
+    /mqtt\.maxInFlight: DX_MQTT_MAX_IN_FLIGHT must be an integer; given "many"/,
+  );
+  assert.match(message, /routes: DX_ROUTES must be JSON/);
+});
+
+Deno.test("secrets come only from the environment or a file, and are never shown", () => {
+  const message = configError(() =>
+    parseConfig({ mqtt: { password: "hunter2-in-file" } })
+  );
+  assert.match(
+    message,
+    /mqtt\.password: secrets may not be written in the configuration; set DX_MQTT_PASSWORD or mqtt\.passwordFile/,
+  );
+  assert.ok(!message.includes("hunter2-in-file"));
+
+  const config = parseConfig({
+    kafka: { sasl: { mechanism: "scram-sha-256", username: "svc" } },
+  }, {
+    DX_MQTT_PASSWORD: "mqtt-secret-1",
+    DX_KAFKA_SASL_PASSWORD: "sasl-secret-2",
+  });
+  assert.equal(config.mqtt.password, "mqtt-secret-1");
+  assert.equal(config.kafka.sasl?.password, "sasl-secret-2");
+  const shown = JSON.stringify(redactConfig(config));
+  assert.ok(
+    !shown.includes("mqtt-secret-1") && !shown.includes("sasl-secret-2"),
+  );
+  assert.equal(redactConfig(config).mqtt.password, "***");
+  assert.equal(
+    config.mqtt.password,
+    "mqtt-secret-1",
+    "the original is untouched",
+  );
+
+  const invalid = configError(() =>
+    parseConfig({}, {
+      DX_MQTT_PASSWORD: "",
+      DX_KAFKA_SASL_PASSWORD: "no-sasl-section",
+    })
+  );
+  assert.ok(!invalid.includes("no-sasl-section"), invalid);
 });

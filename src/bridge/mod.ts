@@ -12,10 +12,14 @@ export {
 export {
   type BridgeConfig,
   type BridgeConfigInput,
-  ENV_OVERRIDES,
+  ENV_FIELDS,
+  envName,
   type KafkaConfig,
   type KafkaToMqttRoute,
   loadConfigFile,
   type MqttConfig,
   parseConfig,
+  redactConfig,
+  SECRET_FIELDS,
+  type TlsFiles,
 } from "./config.ts";

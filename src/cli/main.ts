@@ -18,7 +18,9 @@ import {
   type BridgeConfig,
   loadConfigFile,
   parseConfig,
+  redactConfig,
 } from "../bridge/config.ts";
+import { redactUrl } from "../mqtt/stream.ts";
 import { isDataExchangeError } from "../errors.ts";
 
 const HELP = `dx-bridge: moves CloudEvents from MQTT to Kafka, at least once.
@@ -35,9 +37,12 @@ Options:
 
 Environment:
   DX_CONFIG         Configuration file, when --config is not given.
-  DX_MQTT_URL       Overrides mqtt.url.
-  DX_KAFKA_BROKERS  Overrides kafka.brokers (comma-separated host:port).
-  DX_LOG_LEVEL      Overrides log.level (trace, debug, info, warning, error).
+  DX_<PATH>         Sets any configuration field, and wins over the file:
+                    DX_ and the field's path in upper snake case, such as
+                    DX_MQTT_URL, DX_KAFKA_BROKERS (comma-separated),
+                    DX_KAFKA_CLIENT_ID, DX_LOG_LEVEL (trace, debug, info,
+                    warning, error, fatal). Secrets come only from here or a
+                    file: DX_MQTT_PASSWORD, DX_KAFKA_SASL_PASSWORD.
 
 Signals: SIGINT or SIGTERM stops reading, waits for messages in flight to be
 delivered and acknowledged, then exits 0. A second signal, a second or more
@@ -83,7 +88,12 @@ async function loadConfig(args: Args): Promise<
   { config: BridgeConfig; source: string }
 > {
   const env = Deno.env.toObject();
-  const path = args.config ?? env.DX_CONFIG;
+  const given = args.config ?? env.DX_CONFIG;
+  // `deno task` runs in the project's folder; a relative path is meant
+  // from where the user typed the command (INIT_CWD).
+  const path = given && env.INIT_CWD && !given.startsWith("/")
+    ? `${env.INIT_CWD}/${given}`
+    : given;
   if (path) return { config: await loadConfigFile(path, env), source: path };
   return { config: parseConfig({}, env), source: "defaults" };
 }
@@ -135,7 +145,9 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 0;
   }
   if (args.printConfig) {
-    console.log(JSON.stringify(config, null, 2));
+    const shown = redactConfig(config);
+    shown.mqtt.url = redactUrl(shown.mqtt.url);
+    console.log(JSON.stringify(shown, null, 2));
     return 0;
   }
 
@@ -143,11 +155,11 @@ export async function main(argv: readonly string[]): Promise<number> {
   const logger = getLogger(["dataexchange", "cli"]);
   logger.info(
     source === "defaults"
-      ? "No configuration file given: using the defaults (local brokers at {mqttUrl} and {kafkaBrokers})"
-      : "Configuration loaded from {source}",
+      ? "No configuration file given: using defaults and DX_ variables (MQTT at {mqttUrl}, Kafka at {kafkaBrokers})"
+      : "Configuration loaded from {source} (MQTT at {mqttUrl}, Kafka at {kafkaBrokers})",
     {
       source,
-      mqttUrl: config.mqtt.url,
+      mqttUrl: redactUrl(config.mqtt.url),
       kafkaBrokers: config.kafka.brokers,
     },
   );
@@ -176,7 +188,10 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 0;
   } catch (error) {
     if (controller.signal.aborted && !isDataExchangeError(error)) return 0;
-    logger.fatal("Bridge failed: {error}", { error });
+    logger.fatal("Bridge failed: {message}", {
+      message: error instanceof Error ? error.message : String(error),
+      error,
+    });
     return 1;
   } finally {
     for (const [signal, handler] of handlers) {

@@ -7,7 +7,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { Buffer } from "node:buffer";
-import { Kafka, logLevel, type Message } from "kafkajs";
+import { Kafka, logLevel, type Message, type SASLOptions } from "kafkajs";
 import type { KafkaRecord } from "../cloudevents/mod.ts";
 
 /** Connection settings shared by the Kafka sink and stream. */
@@ -20,6 +20,32 @@ export interface KafkaConnectionOptions {
   requestTimeoutMs?: number;
   /** How long a connection attempt may take, in milliseconds. Default 3000. */
   connectionTimeoutMs?: number;
+  /** TLS: `true` for the system's CAs, or PEM contents to trust and present. */
+  tls?: boolean | KafkaTlsOptions;
+  /** SASL authentication. */
+  sasl?: KafkaSaslOptions;
+}
+
+/** PEM contents (not paths) for a TLS connection to Kafka. */
+export interface KafkaTlsOptions {
+  /** CA certificates to trust. */
+  ca?: string;
+  /** Client certificate. */
+  cert?: string;
+  /** Client private key. */
+  key?: string;
+  /** Refuse brokers whose certificate does not verify. Default true. */
+  rejectUnauthorized?: boolean;
+}
+
+/** SASL credentials for Kafka. */
+export interface KafkaSaslOptions {
+  /** The mechanism. */
+  mechanism: "plain" | "scram-sha-256" | "scram-sha-512";
+  /** User name. */
+  username: string;
+  /** Password. */
+  password: string;
 }
 
 const kafkajsLogger = getLogger(["dataexchange", "kafka", "kafkajs"]);
@@ -36,6 +62,16 @@ export function createKafka(options: KafkaConnectionOptions): Kafka {
     brokers: [...options.brokers],
     requestTimeout: options.requestTimeoutMs ?? 30000,
     connectionTimeout: options.connectionTimeoutMs ?? 3000,
+    ssl: options.tls === undefined || typeof options.tls === "boolean"
+      ? options.tls
+      : {
+        ca: options.tls.ca === undefined ? undefined : [options.tls.ca],
+        cert: options.tls.cert,
+        key: options.tls.key,
+        rejectUnauthorized: options.tls.rejectUnauthorized ?? true,
+      },
+    // kafkajs types SASL as one object per mechanism; ours is the union.
+    sasl: options.sasl as SASLOptions | undefined,
     // Our own retry loop decides for how long to keep trying; kafkajs only
     // gets a few quick attempts so a failure surfaces to it.
     retry: { retries: 2, initialRetryTime: 100, maxRetryTime: 1000 },

@@ -4,7 +4,11 @@
  *
  * @module
  */
-export { type KafkaConnectionOptions } from "./_kafkajs.ts";
+export {
+  type KafkaConnectionOptions,
+  type KafkaSaslOptions,
+  type KafkaTlsOptions,
+} from "./_kafkajs.ts";
 export { type OffsetCommit } from "./_commit_tracker.ts";
 export { connectWithRetry, KafkaSink, type KafkaSinkOptions } from "./sink.ts";
 export {

@@ -104,6 +104,7 @@ export class PubackGate {
   #unsettled = 0;
   #settledWaiters: Array<() => void> = [];
   #paused = false;
+  #refusing = false;
   #failed = false;
   #blockedReported = false;
   #released = 0;
@@ -194,8 +195,33 @@ export class PubackGate {
     this.#paused = true;
   }
 
+  /**
+   * From now on, lets MQTT.js read on (so that a disconnect can complete)
+   * but takes no message: each one, and the one waiting for room, is dropped
+   * unacknowledged, so the broker delivers it again to the next session.
+   * Acknowledgements of messages already taken still go out.
+   */
+  refuseAll(): void {
+    this.#refusing = true;
+    const waiting = this.#waiting;
+    this.#waiting = undefined;
+    if (waiting !== undefined) this.#refuse(waiting.callback);
+  }
+
+  #refuse(callback: () => void): void {
+    // The PUBACK MQTT.js writes from the callback is captured and dropped.
+    this.#capturing = { state: NACKED, connection: -1 };
+    callback();
+    this.#capturing = undefined;
+  }
+
   #receive(packet: IPublishPacket, callback: () => void): void {
     if (this.#failed) return; // Never acknowledge once the gate cannot hold.
+    if (this.#refusing) {
+      if (packet.qos === 1) this.#refuse(callback);
+      else callback();
+      return;
+    }
     if (packet.qos !== 1) {
       // QoS 0 has no acknowledgement to hold; QoS 2 is never requested.
       this.#options.onMessage(packet, NO_TICKET);

@@ -74,12 +74,18 @@ async function gatedSubscriber(
   return { client, gate, received, fatal, until };
 }
 
-async function publish(topic: string, count: number): Promise<void> {
+async function publish(
+  topic: string,
+  count: number,
+  size = 0,
+): Promise<void> {
   const publisher = await mqtt.connectAsync(brokers!.mqttUrl, {
     clientId: uniqueName("pub"),
   });
   for (let i = 0; i < count; i++) {
-    await publisher.publishAsync(topic, String(i), { qos: 1 });
+    await publisher.publishAsync(topic, String(i).padEnd(size, "."), {
+      qos: 1,
+    });
   }
   await publisher.endAsync();
 }
@@ -269,4 +275,37 @@ Deno.test("PubackGate fails loudly when MQTT.js sends no PUBACK from the callbac
   assert.equal(fatal.length, 1);
   assert.equal((fatal[0] as { code?: string }).code, "mqtt-client-unsupported");
   assert.deepEqual(received, [], "the message is not handed out");
+});
+
+Deno.test({
+  name:
+    "PubackGate refusing lets the client read on without acknowledging anything new",
+  ignore,
+  async fn() {
+    // Regression: a paused gate kept MQTT.js from reading, so a graceful
+    // disconnect under load waited for ever for the socket to close.
+    const topic = uniqueName("gate/refuse");
+    const clientId = uniqueName("gate");
+    const sub = await gatedSubscriber(clientId, topic, 5, 4);
+    // Enough that much of it is still unread in the socket when paused.
+    await publish(topic, 3000, 1024);
+    await sub.until(() => sub.gate.waiting, "a message waiting for room");
+    sub.received[0].ticket.ack();
+    sub.gate.pause();
+    sub.gate.refuseAll();
+    assert.equal(sub.gate.waiting, false);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const outcome = await Promise.race([
+      sub.client.endAsync().then(() => "closed"),
+      new Promise((resolve) => timer = setTimeout(resolve, 5000, "stuck")),
+    ]);
+    clearTimeout(timer);
+    if (outcome !== "closed") sub.client.end(true);
+    assert.equal(outcome, "closed", "the disconnect completes");
+    assert.equal(sub.gate.released, 1);
+    // Everything but the one acknowledged message is still in the session.
+    const again = await redelivered(clientId, topic);
+    assert.equal(again.length, 2999);
+    assert.ok(!again.includes("0".padEnd(1024, ".")));
+  },
 });

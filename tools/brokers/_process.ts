@@ -349,6 +349,27 @@ export function freePort(): number {
 }
 
 /**
+ * Throws unless `port` on 127.0.0.1 is free. A broker checked for readiness
+ * on a taken port would otherwise find the other program answering there.
+ *
+ * @param port The port the broker is asked to use.
+ * @param what Which broker, and where its port came from, for the message.
+ * @throws {BrokerStartError} When something already listens there.
+ */
+export function ensurePortFree(port: number, what: string): void {
+  let listener: Deno.Listener;
+  try {
+    listener = Deno.listen({ hostname: "127.0.0.1", port });
+  } catch (error) {
+    throw new BrokerStartError(
+      `${what}: port ${port} on 127.0.0.1 is already in use by another program; stop it, or choose another port (unset the port variable to pick a free one)`,
+      { cause: error },
+    );
+  }
+  listener.close();
+}
+
+/**
  * Runs a program once to learn whether it exists, and returns what it
  * printed (stdout then stderr).
  *

@@ -10,6 +10,7 @@ import {
   abortable,
   type BrokerHandle,
   BrokerProcess,
+  ensurePortFree,
   freePort,
   pathExists,
   probeTool,
@@ -186,6 +187,7 @@ export async function startKafka(
   }
   const port = options.port ?? freePort();
   validatePort(port, "port");
+  if (options.port !== undefined) ensurePortFree(port, "Kafka");
   let controllerPort = options.controllerPort ?? freePort();
   while (options.controllerPort === undefined && controllerPort === port) {
     controllerPort = freePort();

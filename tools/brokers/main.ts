@@ -46,7 +46,7 @@ Needs mosquitto, java and (once per Kafka version) mvn:
 Exit codes: 0 stopped by a signal, 1 could not start or a broker died,
 2 usage error, 130/143 interrupted before the brokers were ready.`;
 
-const SIGNAL_EXIT_CODES = { SIGINT: 130, SIGTERM: 143 } as const;
+const SIGNAL_EXIT_CODES = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 } as const;
 type StopSignal = keyof typeof SIGNAL_EXIT_CODES;
 
 /**
@@ -77,13 +77,18 @@ async function main(args: string[]): Promise<number> {
   const interrupted = new AbortController();
   const firstSignal = Promise.withResolvers<StopSignal>();
   let brokers: Brokers | undefined;
-  const listeners = (["SIGINT", "SIGTERM"] as const).map((name) => {
+  let firstAt = 0;
+  // SIGHUP too: closing the terminal must not leave the brokers running.
+  const listeners = (["SIGINT", "SIGTERM", "SIGHUP"] as const).map((name) => {
     const listener = () => {
+      // One Ctrl-C arrives twice (from the terminal and from `deno task`).
+      if (interrupted.signal.aborted && Date.now() - firstAt < 1000) return;
       if (interrupted.signal.aborted) {
         console.error(`dx-brokers: ${name} again, killing the brokers now`);
         brokers?.stopSync();
         Deno.exit(SIGNAL_EXIT_CODES[name]);
       }
+      firstAt = Date.now();
       interrupted.abort(new Error(`${name} received`));
       firstSignal.resolve(name);
     };

@@ -8,6 +8,7 @@
 import {
   type BrokerHandle,
   BrokerProcess,
+  ensurePortFree,
   freePort,
   probeTool,
   readEnv,
@@ -80,6 +81,7 @@ export async function startMosquitto(
 ): Promise<MosquittoBroker> {
   const port = options.port ?? freePort();
   validatePort(port, "port");
+  if (options.port !== undefined) ensurePortFree(port, "Mosquitto");
   const readyTimeoutMs = options.readyTimeoutMs ?? 10_000;
 
   const executable = await findMosquitto(options.executable);
