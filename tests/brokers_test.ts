@@ -278,18 +278,32 @@ Deno.test({
 });
 
 Deno.test({
-  name: "startMosquitto() fails with the log tail when the port is taken",
+  name:
+    "startMosquitto() and startKafka() refuse a port in use instead of reporting another program as ready",
   ignore: !brokers,
   fn: async () => {
+    // Regression: the readiness check spoke MQTT to whatever answered on
+    // the port, so a system Mosquitto there passed for ours.
     const port = freePort();
     using _taken = Deno.listen({ hostname: "127.0.0.1", port });
-    const error = await startMosquitto({ port }).then(
-      () => assert.fail("Mosquitto started on a taken port"),
-      (error: unknown) => error,
-    );
-    assert.ok(error instanceof BrokerStartError, String(error));
-    assert.equal(error.code, "broker-start-failed");
-    assert.match(error.message, /Address already in use/);
+    for (
+      const start of [
+        () => startMosquitto({ port }),
+        () => startKafka({ port }),
+      ]
+    ) {
+      const error = await start().then(
+        () => assert.fail("a broker started on a taken port"),
+        (error: unknown) => error,
+      );
+      assert.ok(error instanceof BrokerStartError, String(error));
+      assert.equal(error.code, "broker-start-failed");
+      assert.match(
+        error.message,
+        new RegExp(`port ${port} on 127.0.0.1 is already in use`),
+      );
+      assert.match(String((error.cause as Error).message), /in use/i);
+    }
   },
 });
 
