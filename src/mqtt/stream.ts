@@ -6,7 +6,13 @@
  */
 import { getLogger } from "@logtape/logtape";
 import mqtt from "mqtt";
-import type { IClientOptions, IPublishPacket, MqttClient } from "mqtt";
+import type {
+  IClientOptions,
+  IClientSubscribeOptions,
+  IPublishPacket,
+  ISubscriptionMap,
+  MqttClient,
+} from "mqtt";
 import {
   CloudEventError,
   fromMqttMessage,
@@ -156,7 +162,8 @@ export async function* mqttStream(
       notify();
     },
   });
-  watchConnection(client, settings, options.onState);
+  let stopping = false;
+  watchConnection(client, settings, options.onState, () => stopping);
 
   const onAbort = () => notify();
   signal?.addEventListener("abort", onAbort, { once: true });
@@ -184,10 +191,18 @@ export async function* mqttStream(
       await new Promise<void>((resolve) => wake = resolve);
     }
     gate.pause();
+    // Received but never handed out: nobody will settle these; leave them
+    // unacknowledged for the broker to deliver again, and do not wait.
+    for (const envelope of queue.splice(0)) {
+      envelope.nack(new Error("the stream stopped before handing it out"));
+    }
     await drain(gate, settings.drainTimeoutMs);
   } finally {
     signal?.removeEventListener("abort", onAbort);
-    gate.pause();
+    stopping = true;
+    // Let MQTT.js read on, acknowledging nothing new, so that the
+    // disconnect can complete; what is refused is delivered again later.
+    gate.refuseAll();
     await client.endAsync(!client.connected).catch((error: unknown) =>
       logger.warn("MQTT disconnect failed: {error}", { error })
     );
@@ -306,6 +321,7 @@ function watchConnection(
   client: MqttClient,
   settings: Settings,
   onState: MqttStreamOptions["onState"],
+  stopping: () => boolean,
 ): void {
   let attempts = 0;
   let wasConnected = false;
@@ -323,6 +339,7 @@ function watchConnection(
     if (wasConnected) {
       wasConnected = false;
       onState?.("disconnected");
+      if (stopping()) return;
       logger.warn("MQTT connection to {url} closed; reconnecting", {
         url: redactUrl(settings.url),
       });
@@ -355,23 +372,59 @@ async function subscribe(
   settings: Settings,
   signal: AbortSignal | undefined,
 ): Promise<void> {
-  await waitForConnect(client, signal);
-  const granted = await client.subscribeAsync(
-    settings.topics.map((topic) => topic),
-    { qos: settings.qos },
-  );
-  for (const grant of granted) {
-    if (grant.qos === 128 || grant.qos > 2) {
-      throw new DataExchangeError(
-        "subscribe-failed",
-        `The MQTT broker refused the subscription to "${grant.topic}" (reason code ${grant.qos}); check the topic filter and the broker's access rules`,
+  // A connection lost before the SUBACK (a broker restart, another client
+  // taking over the session) is not a refusal: subscribe again on the next
+  // connection. Only the broker's refusal ends the stream.
+  for (let attempt = 1;; attempt++) {
+    await waitForConnect(client, signal);
+    let granted;
+    try {
+      // The map form with `resubscribe` makes MQTT.js send the request even
+      // for topics it tried before: after a cut SUBSCRIBE it would skip them
+      // and resolve without the broker ever having the subscription.
+      const topics: Record<string, IClientSubscribeOptions> = {};
+      for (const topic of settings.topics) {
+        // MQTT 5 retain handling 1: no retained messages again for a
+        // subscription the persistent session already has.
+        topics[topic] = { qos: settings.qos, rh: 1 };
+      }
+      const request: ISubscriptionMap = Object.assign(topics, {
+        resubscribe: true,
+      });
+      granted = await client.subscribeAsync(request);
+    } catch (error) {
+      if (signal?.aborted) throw error;
+      if (client.connected) {
+        // Still connected: the request itself was refused (an invalid
+        // topic filter, say), and sending it again would not help.
+        throw new DataExchangeError(
+          "subscribe-failed",
+          `Subscribing to ${settings.topics.join(", ")} failed: ${
+            (error as Error).message
+          }; check the topic filters`,
+          { cause: error },
+        );
+      }
+      logger.warn(
+        "MQTT subscribe interrupted; attempt {attempt}, trying again on the next connection: {error}",
+        { attempt, error: (error as Error).message },
       );
+      continue;
     }
+    for (const grant of granted) {
+      if (grant.qos === 128 || grant.qos > 2) {
+        throw new DataExchangeError(
+          "subscribe-failed",
+          `The MQTT broker refused the subscription to "${grant.topic}" (reason code ${grant.qos}); check the topic filter and the broker's access rules`,
+        );
+      }
+    }
+    logger.info("MQTT subscribed to {topics}", {
+      topics: settings.topics,
+      qos: settings.qos,
+    });
+    return;
   }
-  logger.info("MQTT subscribed to {topics}", {
-    topics: settings.topics,
-    qos: settings.qos,
-  });
 }
 
 function waitForConnect(

@@ -226,3 +226,167 @@ Deno.test({
     assert.deepEqual(await leftInSession(clientId, topic), ["m2", "m3"]);
   },
 });
+
+/**
+ * A TCP proxy to the broker that cuts the first connection as soon as the
+ * client sends SUBSCRIBE, before the broker can answer, and relays the
+ * later connections untouched.
+ */
+function cutFirstSubscribe(target: URL) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  let connections = 0;
+  const relay = async (
+    from: Deno.Conn,
+    to: Deno.Conn,
+    cutOnSubscribe: boolean,
+  ) => {
+    const buffer = new Uint8Array(64 * 1024);
+    try {
+      for (;;) {
+        const n = await from.read(buffer);
+        if (n === null) break;
+        // 0x82 is the first byte of a SUBSCRIBE packet.
+        if (cutOnSubscribe && buffer.subarray(0, n).includes(0x82)) break;
+        await to.write(buffer.subarray(0, n));
+      }
+    } catch { /* the other side closed */ }
+    try {
+      from.close();
+    } catch { /* already closed */ }
+    try {
+      to.close();
+    } catch { /* already closed */ }
+  };
+  (async () => {
+    for await (const client of listener) {
+      const first = connections++ === 0;
+      const server = await Deno.connect({
+        hostname: target.hostname,
+        port: Number(target.port),
+      });
+      relay(client, server, first);
+      relay(server, client, false);
+    }
+  })().catch(() => {});
+  return {
+    url: `mqtt://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
+    connections: () => connections,
+    close: () => listener.close(),
+  };
+}
+
+Deno.test({
+  name:
+    "mqttStream subscribes again when the connection drops before the SUBACK",
+  ignore,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    // Regression: a connection lost between CONNACK and SUBACK ended the
+    // stream with subscribe-failed instead of reconnecting.
+    const proxy = cutFirstSubscribe(new URL(brokers!.mqttUrl));
+    const topic = uniqueName("stream/resubscribe");
+    const controller = new AbortController();
+    const stream = mqttStream({
+      url: proxy.url,
+      topics: [topic],
+      clientId: uniqueName("stream"),
+      reconnectPeriodMs: 100,
+      signal: controller.signal,
+    });
+    const first = stream.next();
+    // Publish until the stream has a working subscription.
+    let received: MqttEnvelope | undefined;
+    first.then((result) => received = result.value as MqttEnvelope);
+    for (let i = 0; received === undefined && i < 200; i++) {
+      await publishAll(brokers!.mqttUrl, [{ topic, payload: `p${i}` }]);
+    }
+    const envelope = received ?? (await first).value as MqttEnvelope;
+    assert.ok(envelope, "a message arrived");
+    assert.ok(proxy.connections() >= 2, "the first connection was cut");
+    envelope.ack();
+    controller.abort();
+    await stream.next();
+    proxy.close();
+  },
+});
+
+Deno.test({
+  name:
+    "mqttStream does not take retained messages again on a resumed session (MQTT 5)",
+  ignore,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    // Regression: every restart re-subscribed and the broker sent the
+    // retained message again, a duplicate in Kafka each time.
+    const topic = uniqueName("stream/retained");
+    const clientId = uniqueName("stream");
+    await publishAll(brokers!.mqttUrl, [{
+      topic,
+      payload: "retained",
+      options: { retain: true },
+    }]);
+    const open = () =>
+      mqttStream({ url: brokers!.mqttUrl, topics: [topic], clientId });
+    const first = open();
+    const retained = (await first.next()).value as MqttEnvelope;
+    assert.equal(
+      new TextDecoder().decode(retained.message.payload),
+      "retained",
+    );
+    retained.ack();
+    await first.return();
+
+    const second = open();
+    const next = second.next();
+    await publishAll(brokers!.mqttUrl, [{ topic, payload: "fresh" }]);
+    const envelope = (await next).value as MqttEnvelope;
+    assert.equal(new TextDecoder().decode(envelope.message.payload), "fresh");
+    envelope.ack();
+    await second.return();
+    await publishAll(brokers!.mqttUrl, [{
+      topic,
+      payload: "",
+      options: { retain: true },
+    }]);
+  },
+});
+
+Deno.test({
+  name: "mqttStream on abort does not wait for messages it never handed out",
+  ignore,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    // Regression: queued envelopes counted as unsettled, so every stop with
+    // a backlog waited the whole drain timeout.
+    const topic = uniqueName("stream/backlog");
+    const clientId = uniqueName("stream");
+    await prepareSession(clientId, topic);
+    await publishAll(
+      brokers!.mqttUrl,
+      Array.from({ length: 50 }, (_, i) => ({ topic, payload: `m${i}` })),
+    );
+    const controller = new AbortController();
+    const stream = mqttStream({
+      url: brokers!.mqttUrl,
+      topics: [topic],
+      clientId,
+      drainTimeoutMs: 60_000,
+      signal: controller.signal,
+    });
+    const [first] = await take(stream, 1);
+    first.ack();
+    controller.abort();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const outcome = await Promise.race([
+      stream.next().then(() => "ended"),
+      new Promise((resolve) => timer = setTimeout(resolve, 5000, "waiting")),
+    ]);
+    clearTimeout(timer);
+    assert.equal(outcome, "ended");
+    const left = await leftInSession(clientId, topic);
+    assert.equal(left.length, 49, "all but the acknowledged one stay");
+  },
+});
