@@ -19,7 +19,9 @@ import { connectWithRetry, KafkaSink } from "../kafka/sink.ts";
 import { kafkaStream } from "../kafka/stream.ts";
 import { MqttSink, topicTemplate } from "../mqtt/sink.ts";
 import { type MqttEnvelope, mqttStream, redactUrl } from "../mqtt/stream.ts";
+import type { BridgeMetrics } from "../metrics/metrics.ts";
 import { pipeToSink } from "../sinks/sink.ts";
+import type { KafkaEnvelope } from "../kafka/stream.ts";
 import type { BridgeConfig, KafkaToMqttRoute } from "./config.ts";
 import {
   kafkaConnection,
@@ -62,6 +64,8 @@ export interface RunBridgeOptions {
   onReady?: () => void;
   /** Receives the live counters; they are updated in place. */
   stats?: BridgeStats;
+  /** Prometheus metrics to update (see `@dataexchange/streams/metrics`). */
+  metrics?: BridgeMetrics;
 }
 
 /**
@@ -125,10 +129,30 @@ export async function runBridge(
     });
   const results = await Promise.allSettled([
     failFast(
-      mqttToKafka(config, kafka, mqtt, router, stats, stop, options.onReady),
+      mqttToKafka(
+        config,
+        kafka,
+        mqtt,
+        router,
+        stats,
+        stop,
+        options.onReady,
+        options.metrics,
+      ),
     ),
     ...config.kafkaToMqtt.map((route, index) =>
-      failFast(kafkaToMqtt(config, kafka, mqtt, route, index, stats, stop))
+      failFast(
+        kafkaToMqtt(
+          config,
+          kafka,
+          mqtt,
+          route,
+          index,
+          stats,
+          stop,
+          options.metrics,
+        ),
+      )
     ),
   ]);
   const rejected = results.find((r) => r.status === "rejected");
@@ -146,6 +170,7 @@ async function mqttToKafka(
   stats: BridgeStats,
   signal: AbortSignal,
   onReady: (() => void) | undefined,
+  metrics: BridgeMetrics | undefined,
 ): Promise<void> {
   let abortedAt: number | undefined;
   signal.addEventListener("abort", () => abortedAt = Date.now(), {
@@ -160,7 +185,8 @@ async function mqttToKafka(
     maxBufferedRecords: Math.max(config.mqtt.maxInFlight * 2, 1),
   });
   try {
-    const deliver = createDelivery(config, router, sink, stats);
+    metrics?.setConnected("kafka", true);
+    const deliver = createDelivery(config, router, sink, stats, metrics);
     const stream = mqttStream({
       url: config.mqtt.url,
       topics: mqtt.topics,
@@ -174,6 +200,8 @@ async function mqttToKafka(
       drainTimeoutMs: config.drainTimeoutMs,
       signal,
       onState: (state) => {
+        metrics?.setConnected("mqtt", state === "connected");
+        if (state === "connecting" && ready) metrics?.retried("mqtt_connect");
         if (state === "connected" && !ready) {
           ready = true;
           onReady?.();
@@ -204,6 +232,7 @@ async function mqttToKafka(
       ? config.drainTimeoutMs
       : Math.max(0, abortedAt + config.drainTimeoutMs - Date.now());
     await sink.close(left);
+    metrics?.setConnected("kafka", false);
   }
 }
 
@@ -216,6 +245,7 @@ async function kafkaToMqtt(
   index: number,
   stats: BridgeStats,
   signal: AbortSignal,
+  metrics: BridgeMetrics | undefined,
 ): Promise<void> {
   // Connecting may be cut short by the stop signal; once connected, the sink
   // is closed only after the stream has drained into it.
@@ -246,16 +276,17 @@ async function kafkaToMqtt(
     groupId,
   });
   try {
+    const stream = kafkaStream({
+      ...kafka,
+      groupId,
+      topics: route.topics,
+      fromBeginning: route.fromBeginning,
+      deadLetterTopic: config.deadLetterTopic,
+      drainTimeoutMs: config.drainTimeoutMs,
+      signal,
+    });
     const result = await pipeToSink(
-      kafkaStream({
-        ...kafka,
-        groupId,
-        topics: route.topics,
-        fromBeginning: route.fromBeginning,
-        deadLetterTopic: config.deadLetterTopic,
-        drainTimeoutMs: config.drainTimeoutMs,
-        signal,
-      }),
+      metrics ? measured(stream, String(index), metrics) : stream,
       sink,
     );
     stats.toMqtt.published += result.written;
@@ -266,13 +297,56 @@ async function kafkaToMqtt(
   }
 }
 
+/** Counts the records of a Kafka → MQTT route as they are read and settled. */
+async function* measured(
+  stream: AsyncIterable<KafkaEnvelope>,
+  route: string,
+  metrics: BridgeMetrics,
+): AsyncGenerator<KafkaEnvelope, void, undefined> {
+  const direction = "kafka_to_mqtt";
+  let inFlight = 0;
+  for await (const envelope of stream) {
+    if (envelope.attempt === 1) metrics.received(direction);
+    else metrics.retried("kafka_nack");
+    metrics.setInFlight(direction, ++inFlight);
+    let settled = false;
+    const done = () => {
+      if (settled) return false;
+      settled = true;
+      metrics.setInFlight(direction, --inFlight);
+      return true;
+    };
+    const ack = envelope.ack;
+    const nack = envelope.nack;
+    yield {
+      ...envelope,
+      ack: () => {
+        if (done()) {
+          metrics.delivered(
+            direction,
+            route,
+            (Date.now() - envelope.receivedAt) / 1000,
+          );
+        }
+        ack();
+      },
+      nack: (reason: unknown) => {
+        done();
+        nack(reason);
+      },
+    } as KafkaEnvelope;
+  }
+}
+
 /** Makes the function that takes one envelope to Kafka and settles it. */
 function createDelivery(
   config: BridgeConfig,
   router: Router,
   sink: KafkaSink,
   stats: BridgeStats,
+  metrics: BridgeMetrics | undefined,
 ): (envelope: MqttEnvelope) => void {
+  const direction = "mqtt_to_kafka";
   const mode = config.kafka.mode;
   const dlq = config.deadLetterTopic;
 
@@ -292,6 +366,7 @@ function createDelivery(
       return sink.send(dlq, truncated(record, payload.byteLength));
     }).then(() => {
       stats.deadLettered++;
+      metrics?.deadLettered(direction, error.code);
       logger.warn("Message dead-lettered from {mqttTopic}: {code}", {
         mqttTopic: envelope.message.topic,
         code: error.code,
@@ -304,11 +379,14 @@ function createDelivery(
     work.then(
       () => {
         stats.inFlight--;
+        metrics?.setInFlight(direction, stats.inFlight);
         envelope.ack();
       },
       (error) => {
         stats.inFlight--;
         stats.failed++;
+        metrics?.setInFlight(direction, stats.inFlight);
+        metrics?.failed(direction);
         logger.error(
           "Message from {mqttTopic} not delivered; left unacknowledged for redelivery: {error}",
           { mqttTopic: envelope.message.topic, error: describeError(error) },
@@ -321,14 +399,17 @@ function createDelivery(
   return (envelope) => {
     stats.received++;
     stats.inFlight++;
+    metrics?.received(direction);
+    metrics?.setInFlight(direction, stats.inFlight);
     if (envelope.kind === "invalid") {
       settle(envelope, deadLetter(envelope, envelope.error));
       return;
     }
     let topic: string;
+    let route: string;
     let record: KafkaRecord;
     try {
-      topic = router.route(envelope.event).topic;
+      ({ topic, route } = router.route(envelope.event));
       record = toKafkaRecord(envelope.event, { mode });
     } catch (error) {
       settle(
@@ -345,6 +426,11 @@ function createDelivery(
       sink.send(topic, record).then(
         () => {
           stats.delivered++;
+          metrics?.delivered(
+            direction,
+            route,
+            (Date.now() - envelope.receivedAt) / 1000,
+          );
           logger.debug("Delivered {id} from {mqttTopic} to {topic}", {
             id: envelope.event.id,
             mqttTopic: envelope.message.topic,

@@ -167,6 +167,12 @@ const configSchema = z.strictObject({
     .describe("Topic of messages that cannot be delivered as they are."),
   kafkaToMqtt: z.array(kafkaToMqttSchema).default([])
     .describe("Kafka topics delivered to MQTT, each with its MQTT topic."),
+  metrics: z.strictObject({
+    port: z.int().min(1).max(65535).optional()
+      .describe("Port of /metrics, /healthz and /readyz; none when unset."),
+    hostname: z.string().min(1).default("127.0.0.1")
+      .describe("Address the metrics endpoint listens on."),
+  }).prefault({}),
   drainTimeoutMs: z.int().min(0).default(10000)
     .describe("On shutdown, how long to wait for in-flight messages, in ms."),
   log: z.strictObject({
@@ -308,6 +314,13 @@ export interface BridgeConfig {
   deadLetterTopic: string;
   /** Kafka topics delivered to MQTT. Default none. */
   kafkaToMqtt: KafkaToMqttRoute[];
+  /** The HTTP endpoint of metrics and health. */
+  metrics: {
+    /** Port of `/metrics`, `/healthz` and `/readyz`; no endpoint when unset. */
+    port?: number | undefined;
+    /** Address it listens on. Default `127.0.0.1`. */
+    hostname: string;
+  };
   /** On shutdown, how long to wait for in-flight messages, in ms. */
   drainTimeoutMs: number;
   /** Logging. */
@@ -389,6 +402,8 @@ export const ENV_FIELDS: Readonly<Record<string, EnvKind>> = {
   "defaultTopic": "string",
   "deadLetterTopic": "string",
   "kafkaToMqtt": "json",
+  "metrics.port": "integer",
+  "metrics.hostname": "string",
   "drainTimeoutMs": "integer",
   "log.level": "string",
 };

@@ -22,6 +22,8 @@ import {
 } from "../bridge/config.ts";
 import { redactUrl } from "../mqtt/stream.ts";
 import { isDataExchangeError } from "../errors.ts";
+import { BridgeMetrics } from "../metrics/metrics.ts";
+import { type HealthServer, serveHealth } from "../metrics/server.ts";
 
 const HELP = `dx-bridge: moves CloudEvents from MQTT to Kafka, at least once.
 
@@ -183,8 +185,20 @@ export async function main(argv: readonly string[]): Promise<number> {
     Deno.addSignalListener(signal, handler);
     return [signal, handler] as const;
   });
+  const metrics = new BridgeMetrics({
+    routes: Object.keys(config.routes),
+    kafkaToMqttRoutes: config.kafkaToMqtt.map((_, index) => String(index)),
+  });
+  let health: HealthServer | undefined;
   try {
-    await runBridge(config, { signal: controller.signal });
+    if (config.metrics.port !== undefined) {
+      health = serveHealth({
+        port: config.metrics.port,
+        hostname: config.metrics.hostname,
+        metrics,
+      });
+    }
+    await runBridge(config, { signal: controller.signal, metrics });
     return 0;
   } catch (error) {
     if (controller.signal.aborted && !isDataExchangeError(error)) return 0;
@@ -194,6 +208,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     });
     return 1;
   } finally {
+    await health?.shutdown();
     for (const [signal, handler] of handlers) {
       Deno.removeSignalListener(signal, handler);
     }
