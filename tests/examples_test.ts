@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import mqtt from "mqtt";
 import {
   createCloudEvent,
   serializeStructured,
@@ -7,6 +6,7 @@ import {
 } from "../src/cloudevents/mod.ts";
 import { KafkaSink } from "../src/kafka/sink.ts";
 import { testBrokers } from "./_brokers.ts";
+import { prepareSession } from "./_mqtt.ts";
 import {
   createTopics,
   header,
@@ -26,14 +26,7 @@ Deno.test({
     // The example's session, created first so nothing published is missed.
     const clientId = "example-mqtt-to-kafka";
     const topic = `devices/example-${Date.now()}`;
-    const session = await mqtt.connectAsync(brokers!.mqttUrl, {
-      clientId,
-      clean: false,
-      protocolVersion: 5,
-      properties: { sessionExpiryInterval: 300 },
-    });
-    await session.subscribeAsync(topic, { qos: 1 });
-    await session.endAsync();
+    await prepareSession(brokers!.mqttUrl, clientId, topic);
     const classifications = ["telemetry", "alert", undefined];
     const events = classifications.map((classification, i) =>
       createCloudEvent({

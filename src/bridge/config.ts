@@ -99,19 +99,8 @@ const kafkaSchema = z.strictObject({
     ),
   compression: z.enum(["none", "gzip"]).default("none")
     .describe("Compression of produce requests."),
-  tls: z.strictObject({
+  tls: tlsSchema.extend({
     enabled: z.boolean().default(false).describe("Connect with TLS."),
-    ca: z.string().min(1).optional().describe(
-      "Path of a PEM file of CA certificates to trust.",
-    ),
-    cert: z.string().min(1).optional().describe(
-      "Path of the PEM client certificate.",
-    ),
-    key: z.string().min(1).optional().describe(
-      "Path of the PEM client private key.",
-    ),
-    rejectUnauthorized: z.boolean().default(true)
-      .describe("Refuse brokers whose certificate does not verify."),
   }).prefault({}),
   sasl: z.strictObject({
     mechanism: z.enum(["plain", "scram-sha-256", "scram-sha-512"])

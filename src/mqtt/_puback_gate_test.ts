@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import mqtt from "mqtt";
 import type { IPublishPacket, MqttClient } from "mqtt";
 import { testBrokers } from "../../tests/_brokers.ts";
+import { leftInSession } from "../../tests/_mqtt.ts";
 import { type AckTicket, PubackGate } from "./_puback_gate.ts";
 
 const brokers = await testBrokers();
@@ -90,44 +91,6 @@ async function publish(
   await publisher.endAsync();
 }
 
-/** Reconnects a plain client to the session and collects what it redelivers. */
-async function redelivered(
-  clientId: string,
-  topic: string,
-): Promise<string[]> {
-  const client = mqtt.connect(brokers!.mqttUrl, {
-    clientId,
-    clean: false,
-    protocolVersion: 5,
-    properties: { sessionExpiryInterval: 0 },
-  });
-  const payloads: string[] = [];
-  // A marker published after the reconnect arrives after every redelivery.
-  const marker = `marker-${clientId}`;
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`no marker; got ${payloads.join(",")}`)),
-      10000,
-    );
-    client.on("message", (_topic, payload) => {
-      const text = new TextDecoder().decode(payload);
-      if (text === marker) {
-        clearTimeout(timer);
-        resolve();
-      } else payloads.push(text);
-    });
-    client.once("connect", () => {
-      mqtt.connectAsync(brokers!.mqttUrl, { clientId: uniqueName("mark") })
-        .then(async (marker_publisher) => {
-          await marker_publisher.publishAsync(topic, marker, { qos: 1 });
-          await marker_publisher.endAsync();
-        }, reject);
-    });
-  });
-  await client.endAsync();
-  return payloads;
-}
-
 Deno.test({
   name: "PubackGate hands out messages before any is acknowledged",
   ignore,
@@ -141,7 +104,7 @@ Deno.test({
     assert.equal(sub.gate.unsettled, 50);
     assert.deepEqual(sub.fatal, []);
     await sub.client.endAsync(true);
-    const again = await redelivered(clientId, topic);
+    const again = await leftInSession(brokers!.mqttUrl, clientId, topic);
     assert.deepEqual(
       again.sort(),
       sub.received.map((r) => String(r.packet.payload)).sort(),
@@ -167,7 +130,7 @@ Deno.test({
     m0.ticket.ack(); // a second ack changes nothing
     assert.equal(sub.gate.released, 3);
     await sub.client.endAsync();
-    const again = await redelivered(clientId, topic);
+    const again = await leftInSession(brokers!.mqttUrl, clientId, topic);
     assert.deepEqual(again, ["3", "4"]);
   },
 });
@@ -186,7 +149,7 @@ Deno.test({
     sub.received[2].ticket.ack();
     assert.equal(sub.gate.released, 1);
     await sub.client.endAsync();
-    const again = await redelivered(clientId, topic);
+    const again = await leftInSession(brokers!.mqttUrl, clientId, topic);
     assert.deepEqual(again, ["1", "2"]);
   },
 });
@@ -241,7 +204,10 @@ Deno.test({
     }
     assert.equal(sub.gate.released, 4, "acks of the new connection sent");
     await sub.client.endAsync();
-    assert.deepEqual(await redelivered(clientId, topic), []);
+    assert.deepEqual(
+      await leftInSession(brokers!.mqttUrl, clientId, topic),
+      [],
+    );
   },
 });
 
@@ -304,7 +270,7 @@ Deno.test({
     assert.equal(outcome, "closed", "the disconnect completes");
     assert.equal(sub.gate.released, 1);
     // Everything but the one acknowledged message is still in the session.
-    const again = await redelivered(clientId, topic);
+    const again = await leftInSession(brokers!.mqttUrl, clientId, topic);
     assert.equal(again.length, 2999);
     assert.ok(!again.includes("0".padEnd(1024, ".")));
   },

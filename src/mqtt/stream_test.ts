@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import mqtt from "mqtt";
 import { createCloudEvent, serializeStructured } from "../cloudevents/mod.ts";
 import { publishAll, uniqueName } from "../../tests/_kafka.ts";
 import { testBrokers } from "../../tests/_brokers.ts";
+import { leftInSession, prepareSession } from "../../tests/_mqtt.ts";
 import { type MqttEnvelope, mqttStream } from "./stream.ts";
 
 const brokers = await testBrokers();
@@ -22,47 +22,6 @@ async function take(
   return taken;
 }
 
-/**
- * Creates a persistent session subscribed to `topic`, so that messages
- * published from now on wait for `clientId` whatever the timing.
- */
-async function prepareSession(clientId: string, topic: string) {
-  const session = await mqtt.connectAsync(brokers!.mqttUrl, {
-    clientId,
-    clean: false,
-    protocolVersion: 5,
-    properties: { sessionExpiryInterval: 300 },
-  });
-  await session.subscribeAsync(topic, { qos: 1 });
-  await session.endAsync();
-}
-
-/** Messages a fresh client of the session receives before a marker. */
-async function leftInSession(clientId: string, topic: string) {
-  // The handler must be in place before the CONNACK: the broker redelivers
-  // right after it.
-  const client = mqtt.connect(brokers!.mqttUrl, {
-    clientId,
-    clean: false,
-    protocolVersion: 5,
-    properties: { sessionExpiryInterval: 0 },
-  });
-  const payloads: string[] = [];
-  const marker = `marker-${clientId}`;
-  const done = new Promise<void>((resolve) => {
-    client.on("message", (_topic, payload) => {
-      const text = payload.toString();
-      if (text === marker) resolve();
-      else payloads.push(text);
-    });
-  });
-  await new Promise<void>((resolve) => client.once("connect", () => resolve()));
-  await publishAll(brokers!.mqttUrl, [{ topic, payload: marker }]);
-  await done;
-  await client.endAsync();
-  return payloads;
-}
-
 Deno.test({
   name:
     "mqttStream yields events in both modes and invalid messages without ending",
@@ -72,7 +31,7 @@ Deno.test({
   async fn() {
     const topic = uniqueName("stream/modes");
     const clientId = uniqueName("stream");
-    await prepareSession(clientId, topic);
+    await prepareSession(brokers!.mqttUrl, clientId, topic);
     const controller = new AbortController();
     const stream = mqttStream({
       url: brokers!.mqttUrl,
@@ -140,7 +99,7 @@ Deno.test({
     // broker sent more stored messages than the in-flight cap first.
     const topic = uniqueName("stream/resume");
     const clientId = uniqueName("stream");
-    await prepareSession(clientId, topic);
+    await prepareSession(brokers!.mqttUrl, clientId, topic);
     const count = 500;
     await publishAll(
       brokers!.mqttUrl,
@@ -162,7 +121,10 @@ Deno.test({
       if (seen.size === count) controller.abort();
     }
     assert.equal(seen.size, count);
-    assert.deepEqual(await leftInSession(clientId, topic), []);
+    assert.deepEqual(
+      await leftInSession(brokers!.mqttUrl, clientId, topic),
+      [],
+    );
   },
 });
 
@@ -175,7 +137,7 @@ Deno.test({
   async fn() {
     const topic = uniqueName("stream/drain");
     const clientId = uniqueName("stream");
-    await prepareSession(clientId, topic);
+    await prepareSession(brokers!.mqttUrl, clientId, topic);
     const controller = new AbortController();
     const stream = mqttStream({
       url: brokers!.mqttUrl,
@@ -195,7 +157,10 @@ Deno.test({
     // Settled after the abort: the stream is still draining, so these count.
     for (const envelope of envelopes) envelope.ack();
     assert.equal((await ended).done, true);
-    assert.deepEqual(await leftInSession(clientId, topic), []);
+    assert.deepEqual(
+      await leftInSession(brokers!.mqttUrl, clientId, topic),
+      [],
+    );
   },
 });
 
@@ -207,7 +172,7 @@ Deno.test({
   async fn() {
     const topic = uniqueName("stream/break");
     const clientId = uniqueName("stream");
-    await prepareSession(clientId, topic);
+    await prepareSession(brokers!.mqttUrl, clientId, topic);
     const stream = mqttStream({
       url: brokers!.mqttUrl,
       topics: [topic],
@@ -223,7 +188,10 @@ Deno.test({
     envelopes[0].ack();
     envelopes[1].ack();
     await stream.return();
-    assert.deepEqual(await leftInSession(clientId, topic), ["m2", "m3"]);
+    assert.deepEqual(await leftInSession(brokers!.mqttUrl, clientId, topic), [
+      "m2",
+      "m3",
+    ]);
   },
 });
 
@@ -363,7 +331,7 @@ Deno.test({
     // a backlog waited the whole drain timeout.
     const topic = uniqueName("stream/backlog");
     const clientId = uniqueName("stream");
-    await prepareSession(clientId, topic);
+    await prepareSession(brokers!.mqttUrl, clientId, topic);
     await publishAll(
       brokers!.mqttUrl,
       Array.from({ length: 50 }, (_, i) => ({ topic, payload: `m${i}` })),
@@ -386,7 +354,7 @@ Deno.test({
     ]);
     clearTimeout(timer);
     assert.equal(outcome, "ended");
-    const left = await leftInSession(clientId, topic);
+    const left = await leftInSession(brokers!.mqttUrl, clientId, topic);
     assert.equal(left.length, 49, "all but the acknowledged one stay");
   },
 });
