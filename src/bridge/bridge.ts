@@ -182,6 +182,9 @@ async function mqttToKafka(
     lingerMs: config.kafka.lingerMs,
     acks: ACKS[config.kafka.acks],
     compression: config.kafka.compression,
+    breakerThreshold: config.kafka.breakerThreshold,
+    breakerHalfOpenAfterMs: config.kafka.breakerHalfOpenAfterMs,
+    onBreakerStateChange: ({ state }) => metrics?.setBreakerState(state),
     maxBufferedRecords: Math.max(config.mqtt.maxInFlight * 2, 1),
   });
   try {
@@ -197,6 +200,7 @@ async function mqttToKafka(
       maxInFlight: config.mqtt.maxInFlight,
       sessionExpirySeconds: config.mqtt.sessionExpirySeconds,
       reconnectPeriodMs: config.mqtt.reconnectPeriodMs,
+      reconnectMaxDelayMs: config.mqtt.reconnectMaxDelayMs,
       drainTimeoutMs: config.drainTimeoutMs,
       signal,
       onState: (state) => {

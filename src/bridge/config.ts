@@ -56,7 +56,11 @@ const mqttSchema = z.strictObject({
   sessionExpirySeconds: z.int().min(0).default(604800)
     .describe("MQTT 5 session expiry, in seconds."),
   reconnectPeriodMs: z.int().min(100).default(1000)
-    .describe("Wait between reconnection attempts, in milliseconds."),
+    .describe(
+      "Upper bound of the first reconnection wait, in ms; it doubles per failed attempt (full jitter).",
+    ),
+  reconnectMaxDelayMs: z.int().min(100).default(30000)
+    .describe("Largest reconnection wait, in milliseconds."),
   keepaliveSeconds: z.int().min(0).max(65535).default(60)
     .describe("MQTT keepalive interval, in seconds."),
   sharedGroup: z.string().regex(/^[^/+#]+$/, "a name without / + #")
@@ -99,6 +103,12 @@ const kafkaSchema = z.strictObject({
     ),
   compression: z.enum(["none", "gzip"]).default("none")
     .describe("Compression of produce requests."),
+  breakerThreshold: z.int().min(1).default(5)
+    .describe(
+      "Failed produce attempts in a row that open the circuit breaker.",
+    ),
+  breakerHalfOpenAfterMs: z.int().min(100).default(5000)
+    .describe("How long the breaker stays open before one probe, in ms."),
   tls: tlsSchema.extend({
     enabled: z.boolean().default(false).describe("Connect with TLS."),
   }).prefault({}),
@@ -206,8 +216,13 @@ export interface MqttConfig {
   maxInFlight: number;
   /** MQTT 5 session expiry, in seconds. Default 604800. */
   sessionExpirySeconds: number;
-  /** Wait between reconnection attempts, in milliseconds. Default 1000. */
+  /**
+   * Upper bound of the first reconnection wait, in milliseconds; it doubles
+   * per failed attempt, with full jitter. Default 1000.
+   */
   reconnectPeriodMs: number;
+  /** Largest reconnection wait, in milliseconds. Default 30000. */
+  reconnectMaxDelayMs: number;
   /** MQTT keepalive interval, in seconds. Default 60. */
   keepaliveSeconds: number;
   /** Subscribe as `$share/<group>/<topic>` to spread load over bridges. */
@@ -254,6 +269,10 @@ export interface KafkaConfig {
   acks: "all" | "leader" | "none";
   /** Compression of produce requests. Default `none`. */
   compression: "none" | "gzip";
+  /** Failed produce attempts in a row that open the circuit breaker. Default 5. */
+  breakerThreshold: number;
+  /** How long the breaker stays open before one probe, in ms. Default 5000. */
+  breakerHalfOpenAfterMs: number;
   /** TLS to the brokers. */
   tls: TlsFiles & {
     /** Connect with TLS. Default false. */
@@ -360,6 +379,7 @@ export const ENV_FIELDS: Readonly<Record<string, EnvKind>> = {
   "mqtt.maxInFlight": "integer",
   "mqtt.sessionExpirySeconds": "integer",
   "mqtt.reconnectPeriodMs": "integer",
+  "mqtt.reconnectMaxDelayMs": "integer",
   "mqtt.keepaliveSeconds": "integer",
   "mqtt.sharedGroup": "string",
   "mqtt.username": "string",
@@ -378,6 +398,8 @@ export const ENV_FIELDS: Readonly<Record<string, EnvKind>> = {
   "kafka.createTopics": "boolean",
   "kafka.acks": "string",
   "kafka.compression": "string",
+  "kafka.breakerThreshold": "integer",
+  "kafka.breakerHalfOpenAfterMs": "integer",
   "kafka.tls.enabled": "boolean",
   "kafka.tls.ca": "string",
   "kafka.tls.cert": "string",

@@ -10,7 +10,13 @@ export {
   type KafkaTlsOptions,
 } from "./_kafkajs.ts";
 export { type OffsetCommit } from "./_commit_tracker.ts";
-export { connectWithRetry, KafkaSink, type KafkaSinkOptions } from "./sink.ts";
+export {
+  type BreakerState,
+  type BreakerStateChange,
+  connectWithRetry,
+  KafkaSink,
+  type KafkaSinkOptions,
+} from "./sink.ts";
 export {
   type ConsumedRecord,
   deadLetterFromKafka,

@@ -9,7 +9,14 @@ import type { Message, Producer } from "kafkajs";
 import { CompressionTypes, Partitioners } from "kafkajs";
 import type { KafkaRecord } from "../cloudevents/mod.ts";
 import { DataExchangeError } from "../errors.ts";
-import { type RetryEvent, retryWithBackoff } from "../_retry.ts";
+import {
+  type BreakerRetryEvent,
+  type BreakerState,
+  type BreakerStateChange,
+  retryThroughBreaker,
+  SendBreaker,
+} from "./_breaker.ts";
+import { retryWithBackoff } from "../_retry.ts";
 import {
   createKafka,
   describeError,
@@ -19,6 +26,8 @@ import {
 } from "./_kafkajs.ts";
 
 const logger = getLogger(["dataexchange", "kafka", "producer"]);
+
+export type { BreakerState, BreakerStateChange } from "./_breaker.ts";
 
 /** Options of {@linkcode KafkaSink.connect}. */
 export interface KafkaSinkOptions extends KafkaConnectionOptions {
@@ -39,6 +48,21 @@ export interface KafkaSinkOptions extends KafkaConnectionOptions {
   retryInitialDelayMs?: number;
   /** Longest wait between retries, in milliseconds. Default 30000. */
   retryMaxDelayMs?: number;
+  /**
+   * Consecutive failed produce requests (broker down, timeout; not records
+   * Kafka refuses) that open the circuit breaker. Default 5.
+   */
+  breakerThreshold?: number;
+  /**
+   * How long the open breaker waits before it lets one probe request
+   * through, in milliseconds. Default 5000.
+   */
+  breakerHalfOpenAfterMs?: number;
+  /**
+   * Called on each change of the breaker's state, for readiness and metrics.
+   * It must not throw; what it throws is logged and ignored.
+   */
+  onBreakerStateChange?: (change: BreakerStateChange) => void;
   /**
    * Let a send to a missing topic create it, where the brokers allow that
    * (`auto.create.topics.enable`). Default `false`: a missing topic is an
@@ -68,6 +92,16 @@ interface Pending {
  * topic) is narrowed down to the records at fault, which are rejected with a
  * `record-rejected` error; the others are sent.
  *
+ * A circuit breaker (cockatiel's, consecutive failures) guards the produce
+ * requests: after `breakerThreshold` failed requests in a row it opens, and
+ * while it is open the sink sends nothing but one probe request every
+ * `breakerHalfOpenAfterMs`; the first probe Kafka answers closes it again.
+ * Meanwhile records wait in the buffer, at most `maxBufferedRecords` of
+ * them: `send` waits for room beyond that, which is how a producer upstream
+ * is held back (the bridge reads no more MQTT messages than its in-flight
+ * cap, so the rest stay unacknowledged at the MQTT broker). The state is
+ * {@linkcode KafkaSink.breakerState}; changes go to `onBreakerStateChange`.
+ *
  * @example Send one record
  * ```ts ignore
  * import { KafkaSink } from "@dataexchange/streams/kafka";
@@ -96,9 +130,16 @@ export class KafkaSink implements AsyncDisposable {
   #signal: AbortSignal;
   #retryInitialDelayMs: number;
   #retryMaxDelayMs: number;
+  #breaker: SendBreaker;
+  #batch: Pending[] = [];
 
-  private constructor(producer: Producer, options: KafkaSinkOptions) {
+  private constructor(
+    producer: Producer,
+    breaker: SendBreaker,
+    options: KafkaSinkOptions,
+  ) {
     this.#producer = producer;
+    this.#breaker = breaker;
     this.#batchSize = positive("batchSize", options.batchSize ?? 500);
     this.#lingerMs = options.lingerMs ?? 5;
     this.#maxBuffered = positive(
@@ -115,9 +156,11 @@ export class KafkaSink implements AsyncDisposable {
     this.#retryInitialDelayMs = options.retryInitialDelayMs ?? 100;
     this.#retryMaxDelayMs = options.retryMaxDelayMs ?? 30000;
     this.#signal = signal;
-    // Records still queued when the signal aborts will never be sent.
+    // Records still queued when the signal aborts will never be sent; those
+    // of a request in flight are not confirmed (should Kafka acknowledge
+    // them after all, that comes too late and changes nothing).
     signal.addEventListener("abort", () => {
-      for (const item of this.#queue.splice(0)) {
+      for (const item of [...this.#batch, ...this.#queue.splice(0)]) {
         item.reject(closedError(signal.reason));
       }
       for (const wake of this.#roomWaiters.splice(0)) wake();
@@ -128,11 +171,16 @@ export class KafkaSink implements AsyncDisposable {
    * Connects a producer and returns a sink around it. Connecting retries
    * with backoff until it succeeds or `options.signal` aborts.
    *
-   * @param options Brokers, batching and retry settings.
+   * @param options Brokers, batching, retry and breaker settings.
    * @returns A connected sink.
+   * @throws {RangeError} When a size, count or duration is not a positive
+   *   integer.
    * @throws The abort reason when `options.signal` aborts first.
    */
   static async connect(options: KafkaSinkOptions): Promise<KafkaSink> {
+    positive("batchSize", options.batchSize ?? 500);
+    positive("maxBufferedRecords", options.maxBufferedRecords ?? 10000);
+    const breaker = createBreaker(options);
     const kafka = createKafka(options);
     const producer = kafka.producer({
       createPartitioner: Partitioners.DefaultPartitioner,
@@ -146,12 +194,21 @@ export class KafkaSink implements AsyncDisposable {
     logger.info("Kafka producer connected to {brokers}", {
       brokers: options.brokers,
     });
-    return new KafkaSink(producer, options);
+    return new KafkaSink(producer, breaker, options);
   }
 
   /** Records buffered or in flight, not yet settled. */
   get pending(): number {
     return this.#queue.length + this.#inFlight;
+  }
+
+  /**
+   * The circuit breaker's state: `closed` while Kafka answers, `open` while
+   * it is held to be down (nothing is sent), `half-open` while one probe
+   * request is on its way.
+   */
+  get breakerState(): BreakerState {
+    return this.#breaker.state;
   }
 
   /**
@@ -233,9 +290,11 @@ export class KafkaSink implements AsyncDisposable {
   async #drainQueue(): Promise<void> {
     while (this.#queue.length > 0 && !this.#signal.aborted) {
       const batch = this.#queue.splice(0, this.#batchSize);
+      this.#batch = batch;
       this.#inFlight = batch.length;
       for (const wake of this.#roomWaiters.splice(0)) wake();
       await this.#deliver(batch);
+      this.#batch = [];
       this.#inFlight = 0;
       if (this.pending === 0) {
         for (const wake of this.#idleWaiters.splice(0)) wake();
@@ -246,7 +305,8 @@ export class KafkaSink implements AsyncDisposable {
   async #deliver(batch: Pending[]): Promise<void> {
     try {
       const topicMessages = groupByTopic(batch);
-      await retryWithBackoff(
+      await retryThroughBreaker(
+        this.#breaker,
         () =>
           this.#producer.sendBatch({
             acks: this.#acks,
@@ -257,7 +317,7 @@ export class KafkaSink implements AsyncDisposable {
           signal: this.#signal,
           initialDelayMs: this.#retryInitialDelayMs,
           maxDelayMs: this.#retryMaxDelayMs,
-          shouldRetry: (error) => recordErrorType(error) === undefined,
+          shouldRetry: isTransient,
           onRetry: logProduceRetry,
         },
       );
@@ -283,6 +343,68 @@ export class KafkaSink implements AsyncDisposable {
         ),
       );
     }
+  }
+}
+
+/** Whether a produce failure may pass, as opposed to one of the records. */
+function isTransient(error: unknown): boolean {
+  return recordErrorType(error) === undefined;
+}
+
+function createBreaker(options: KafkaSinkOptions): SendBreaker {
+  const halfOpenAfterMs = options.breakerHalfOpenAfterMs ?? 5000;
+  const threshold = options.breakerThreshold ?? 5;
+  positive("breakerThreshold", threshold);
+  positive("breakerHalfOpenAfterMs", halfOpenAfterMs);
+  return new SendBreaker({
+    threshold,
+    halfOpenAfterMs,
+    counts: isTransient,
+    onStateChange: (change) => {
+      logBreaker(change, threshold, halfOpenAfterMs);
+      try {
+        options.onBreakerStateChange?.(change);
+      } catch (error) {
+        logger.error("onBreakerStateChange threw; ignored: {error}", {
+          error,
+        });
+      }
+    },
+  });
+}
+
+function logBreaker(
+  change: BreakerStateChange,
+  threshold: number,
+  halfOpenAfterMs: number,
+): void {
+  const properties = { breakerState: change.state, previous: change.previous };
+  if (change.state === "open" && change.previous === "half-open") {
+    // The failed probe itself is logged at warning as a produce retry.
+    logger.debug(
+      "Kafka circuit breaker open again: the probe failed; next probe in {halfOpenAfterMs} ms",
+      { ...properties, halfOpenAfterMs },
+    );
+  } else if (change.state === "open") {
+    logger.warn(
+      "Kafka circuit breaker open after {threshold} failed requests in a row; sending one probe every {halfOpenAfterMs} ms until Kafka answers: {error}",
+      {
+        ...properties,
+        threshold,
+        halfOpenAfterMs,
+        error: describeError(change.error),
+      },
+    );
+  } else if (change.state === "half-open") {
+    logger.debug(
+      "Kafka circuit breaker half-open: sending a probe",
+      properties,
+    );
+  } else {
+    logger.info(
+      "Kafka circuit breaker closed: Kafka answers again",
+      properties,
+    );
   }
 }
 
@@ -358,9 +480,16 @@ export async function connectWithRetry(
   });
 }
 
-function logProduceRetry({ attempt, delayMs, error }: RetryEvent): void {
+function logProduceRetry(
+  { attempt, delayMs, error, breakerState }: BreakerRetryEvent,
+): void {
   logger.warn(
     "Kafka produce failed; attempt {attempt}, retrying in {delayMs} ms: {error}",
-    { attempt, delayMs: Math.round(delayMs), error: describeError(error) },
+    {
+      attempt,
+      delayMs: Math.round(delayMs),
+      breakerState,
+      error: describeError(error),
+    },
   );
 }

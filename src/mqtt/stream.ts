@@ -21,6 +21,7 @@ import {
 import type { Envelope } from "../envelope.ts";
 import { DataExchangeError, isDataExchangeError } from "../errors.ts";
 import { type AckTicket, PubackGate } from "./_puback_gate.ts";
+import { keepConnected, type ReconnectAttempt } from "./_reconnect.ts";
 
 const logger = getLogger(["dataexchange", "mqtt"]);
 
@@ -53,8 +54,17 @@ export interface MqttStreamOptions {
   maxInFlight?: number;
   /** MQTT 5 session expiry in seconds. Default 604800 (one week). */
   sessionExpirySeconds?: number;
-  /** Wait between connection attempts, in milliseconds. Default 1000. */
+  /**
+   * Upper bound of the first wait before reconnecting, in milliseconds. Each
+   * failed attempt doubles the bound, up to `reconnectMaxDelayMs`; each wait
+   * is drawn at random below its bound (full jitter). Default 1000.
+   */
   reconnectPeriodMs?: number;
+  /**
+   * Upper bound of any wait before reconnecting, in milliseconds. Default
+   * 30000, or `reconnectPeriodMs` when that is larger.
+   */
+  reconnectMaxDelayMs?: number;
   /**
    * When `signal` aborts, how long to wait for handed-out envelopes to be
    * settled before disconnecting, in milliseconds. Default 10000.
@@ -79,6 +89,14 @@ export interface MqttStreamOptions {
  * connection is delivered again, with the same payload, on the next connection.
  * `nack()` leaves the message unacknowledged and makes the stream reconnect
  * once earlier messages are settled, so the broker delivers it again.
+ *
+ * Reconnecting: a lost connection, or a failed attempt, is followed by a
+ * wait with exponential backoff and full jitter (`reconnectPeriodMs` doubling
+ * up to `reconnectMaxDelayMs`), each attempt logged at warning with its
+ * number and delay. When the broker answers without the session (it was
+ * restarted without persistence, or the session expired), the stream
+ * subscribes again; what that broker had stored for the session is gone
+ * with it.
  *
  * Invalid messages (not a CloudEvent, or one that breaks the specification)
  * do not end the stream: they arrive as `kind: "invalid"` envelopes with the
@@ -133,8 +151,11 @@ export async function* mqttStream(
     clean: false,
     manualConnect: true,
     protocolVersion: settings.protocolVersion,
-    reconnectPeriod: settings.reconnectPeriodMs,
-    resubscribe: true,
+    // Reconnecting is driven by keepConnected() below, with backoff. With
+    // a period of 0, MQTT.js records no subscriptions to resubscribe, so
+    // the stream does that itself (see `ensureSubscribed`).
+    reconnectPeriod: 0,
+    resubscribe: false,
     properties: settings.protocolVersion === 5
       ? {
         ...options.clientOptions?.properties,
@@ -150,7 +171,8 @@ export async function* mqttStream(
       notify();
     },
     onBlocked() {
-      if (signal?.aborted) return;
+      // Not connected: keepConnected() is bringing a new connection anyway.
+      if (signal?.aborted || !client.connected) return;
       logger.warn(
         "A message was not acknowledged; reconnecting so the broker delivers it again",
         { clientId: settings.clientId },
@@ -164,15 +186,18 @@ export async function* mqttStream(
   });
   let stopping = false;
   watchConnection(client, settings, options.onState, () => stopping);
+  const reconnecting = keepConnected(client, {
+    initialDelayMs: settings.reconnectPeriodMs,
+    maxDelayMs: settings.reconnectMaxDelayMs,
+    onAttempt: (attempt) => logReconnect(settings, attempt),
+  });
 
-  const onAbort = () => notify();
-  signal?.addEventListener("abort", onAbort, { once: true });
-  try {
-    options.onState?.("connecting");
-    client.connect();
-    // Not awaited: a resumed session delivers its stored messages before the
-    // SUBACK, and they must be taken (and acknowledged) for it to arrive.
-    subscribe(client, settings, signal).catch((error) => {
+  // Not awaited: a resumed session delivers its stored messages before the
+  // SUBACK, and they must be taken (and acknowledged) for it to arrive. One
+  // subscription at a time; one in progress covers a new connection too.
+  let subscribing: Promise<void> | undefined;
+  const ensureSubscribed = () => {
+    subscribing ??= subscribe(client, settings, signal).catch((error) => {
       if (signal?.aborted) return;
       fatal = isDataExchangeError(error) ? error : new DataExchangeError(
         "subscribe-failed",
@@ -180,7 +205,23 @@ export async function* mqttStream(
         { cause: error },
       );
       notify();
-    });
+    }).finally(() => subscribing = undefined);
+  };
+  client.on("connect", (connack) => {
+    if (connack.sessionPresent || subscribing) return;
+    logger.warn(
+      "MQTT broker at {url} has no session for {clientId}; subscribing again",
+      { url: redactUrl(settings.url), clientId: settings.clientId },
+    );
+    ensureSubscribed();
+  });
+
+  const onAbort = () => notify();
+  signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    options.onState?.("connecting");
+    client.connect();
+    ensureSubscribed();
     while (!signal?.aborted) {
       if (fatal) throw fatal;
       const envelope = queue.shift();
@@ -200,6 +241,7 @@ export async function* mqttStream(
   } finally {
     signal?.removeEventListener("abort", onAbort);
     stopping = true;
+    reconnecting[Symbol.dispose]();
     // Let MQTT.js read on, acknowledging nothing new, so that the
     // disconnect can complete; what is refused is delivered again later.
     gate.refuseAll();
@@ -226,6 +268,7 @@ type Settings =
       | "maxInFlight"
       | "sessionExpirySeconds"
       | "reconnectPeriodMs"
+      | "reconnectMaxDelayMs"
       | "drainTimeoutMs"
     >
   >
@@ -250,6 +293,26 @@ function validate(options: MqttStreamOptions): Settings {
       `mqttStream maxInFlight must be an integer from 1 to 65535, got ${maxInFlight}`,
     );
   }
+  const reconnectPeriodMs = options.reconnectPeriodMs ?? 1000;
+  const reconnectMaxDelayMs = options.reconnectMaxDelayMs ??
+    Math.max(30000, reconnectPeriodMs);
+  for (
+    const [name, value] of [
+      ["reconnectPeriodMs", reconnectPeriodMs],
+      ["reconnectMaxDelayMs", reconnectMaxDelayMs],
+    ] as const
+  ) {
+    if (!Number.isInteger(value) || value < 1) {
+      throw new RangeError(
+        `mqttStream ${name} must be a positive integer, got ${value}`,
+      );
+    }
+  }
+  if (reconnectPeriodMs > reconnectMaxDelayMs) {
+    throw new RangeError(
+      `mqttStream reconnectPeriodMs (${reconnectPeriodMs}) must not exceed reconnectMaxDelayMs (${reconnectMaxDelayMs})`,
+    );
+  }
   return {
     url: options.url,
     topics: options.topics,
@@ -258,7 +321,8 @@ function validate(options: MqttStreamOptions): Settings {
     qos: options.qos ?? 1,
     maxInFlight,
     sessionExpirySeconds: options.sessionExpirySeconds ?? 604800,
-    reconnectPeriodMs: options.reconnectPeriodMs ?? 1000,
+    reconnectPeriodMs,
+    reconnectMaxDelayMs,
     drainTimeoutMs: options.drainTimeoutMs ?? 10000,
   };
 }
@@ -323,10 +387,8 @@ function watchConnection(
   onState: MqttStreamOptions["onState"],
   stopping: () => boolean,
 ): void {
-  let attempts = 0;
   let wasConnected = false;
   client.on("connect", (connack) => {
-    attempts = 0;
     wasConnected = true;
     onState?.("connected");
     logger.info("MQTT connected to {url}", {
@@ -345,26 +407,30 @@ function watchConnection(
       });
     }
   });
-  client.on("reconnect", () => {
-    attempts++;
-    onState?.("connecting");
-    if (attempts > 1) {
-      logger.warn(
-        "MQTT broker at {url} not reachable; attempt {attempt}, next in {delayMs} ms",
-        {
-          url: redactUrl(settings.url),
-          attempt: attempts,
-          delayMs: settings.reconnectPeriodMs,
-        },
-      );
-    }
-  });
+  client.on("reconnect", () => onState?.("connecting"));
   client.on("error", (error) => {
     logger.warn("MQTT client error at {url}: {error}", {
       url: redactUrl(settings.url),
       error,
     });
   });
+}
+
+function logReconnect(settings: Settings, attempt: ReconnectAttempt): void {
+  const error = attempt.error;
+  logger.warn(
+    "MQTT broker at {url} not connected; reconnect attempt {attempt} in {delayMs} ms: {error}",
+    {
+      url: redactUrl(settings.url),
+      attempt: attempt.attempt,
+      delayMs: Math.round(attempt.delayMs),
+      error: error === undefined
+        ? "connection closed"
+        : error instanceof Error
+        ? error.message
+        : String(error),
+    },
+  );
 }
 
 async function subscribe(
