@@ -114,7 +114,7 @@ export async function runBridge(
 
   const kafka = await kafkaConnection(config);
   const mqtt = await mqttConnection(config);
-  await prepareTopics(config, kafka, router, signal);
+  await prepareTopics(config, kafka, router, signal, options.metrics);
   if (signal?.aborted) return stats;
 
   // The directions run side by side; when one fails, the others stop too.
@@ -185,6 +185,10 @@ async function mqttToKafka(
     breakerThreshold: config.kafka.breakerThreshold,
     breakerHalfOpenAfterMs: config.kafka.breakerHalfOpenAfterMs,
     onBreakerStateChange: ({ state }) => metrics?.setBreakerState(state),
+    onRetry: ({ operation }) =>
+      metrics?.retried(
+        operation === "connect" ? "kafka_connect" : "kafka_produce",
+      ),
     maxBufferedRecords: Math.max(config.mqtt.maxInFlight * 2, 1),
   });
   try {
@@ -476,15 +480,15 @@ async function prepareTopics(
   kafka: KafkaConnectionOptions,
   router: Router,
   signal: AbortSignal | undefined,
+  metrics: BridgeMetrics | undefined,
 ): Promise<void> {
   const admin = createKafka(kafka).admin();
   try {
-    await connectWithRetry(
-      () => admin.connect(),
-      config.kafka.brokers,
+    await connectWithRetry(() => admin.connect(), config.kafka.brokers, {
       signal,
-      LOCAL_BROKERS_HINT,
-    );
+      hint: LOCAL_BROKERS_HINT,
+      onRetry: () => metrics?.retried("kafka_connect"),
+    });
   } catch (error) {
     if (signal?.aborted) return;
     throw error;

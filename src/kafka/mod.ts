@@ -13,6 +13,7 @@ export { type OffsetCommit } from "./_commit_tracker.ts";
 export {
   type BreakerState,
   type BreakerStateChange,
+  type ConnectRetryOptions,
   connectWithRetry,
   KafkaSink,
   type KafkaSinkOptions,

@@ -16,7 +16,7 @@ import {
   retryThroughBreaker,
   SendBreaker,
 } from "./_breaker.ts";
-import { retryWithBackoff } from "../_retry.ts";
+import { type RetryEvent, retryWithBackoff } from "../_retry.ts";
 import {
   createKafka,
   describeError,
@@ -63,6 +63,8 @@ export interface KafkaSinkOptions extends KafkaConnectionOptions {
    * It must not throw; what it throws is logged and ignored.
    */
   onBreakerStateChange?: (change: BreakerStateChange) => void;
+  /** Called before each wait to retry connecting or producing, for metrics. */
+  onRetry?: (event: RetryEvent & { operation: "connect" | "produce" }) => void;
   /**
    * Let a send to a missing topic create it, where the brokers allow that
    * (`auto.create.topics.enable`). Default `false`: a missing topic is an
@@ -128,6 +130,7 @@ export class KafkaSink implements AsyncDisposable {
   #closed = false;
   #abort = new AbortController();
   #signal: AbortSignal;
+  #onRetry: KafkaSinkOptions["onRetry"];
   #retryInitialDelayMs: number;
   #retryMaxDelayMs: number;
   #breaker: SendBreaker;
@@ -156,6 +159,7 @@ export class KafkaSink implements AsyncDisposable {
     this.#retryInitialDelayMs = options.retryInitialDelayMs ?? 100;
     this.#retryMaxDelayMs = options.retryMaxDelayMs ?? 30000;
     this.#signal = signal;
+    this.#onRetry = options.onRetry;
     // Records still queued when the signal aborts will never be sent; those
     // of a request in flight are not confirmed (should Kafka acknowledge
     // them after all, that comes too late and changes nothing).
@@ -186,11 +190,10 @@ export class KafkaSink implements AsyncDisposable {
       createPartitioner: Partitioners.DefaultPartitioner,
       allowAutoTopicCreation: options.allowAutoTopicCreation ?? false,
     });
-    await connectWithRetry(
-      () => producer.connect(),
-      options.brokers,
-      options.signal,
-    );
+    await connectWithRetry(() => producer.connect(), options.brokers, {
+      signal: options.signal,
+      onRetry: (event) => options.onRetry?.({ ...event, operation: "connect" }),
+    });
     logger.info("Kafka producer connected to {brokers}", {
       brokers: options.brokers,
     });
@@ -318,7 +321,10 @@ export class KafkaSink implements AsyncDisposable {
           initialDelayMs: this.#retryInitialDelayMs,
           maxDelayMs: this.#retryMaxDelayMs,
           shouldRetry: isTransient,
-          onRetry: logProduceRetry,
+          onRetry: (event) => {
+            logProduceRetry(event);
+            this.#onRetry?.({ ...event, operation: "produce" });
+          },
         },
       );
       for (const item of batch) item.resolve();
@@ -446,26 +452,37 @@ function closedError(cause?: unknown): DataExchangeError {
   );
 }
 
+/** Options of {@linkcode connectWithRetry}. */
+export interface ConnectRetryOptions {
+  /** Stops the attempts; the promise then rejects with its reason. */
+  signal?: AbortSignal;
+  /** Advice appended to each warning, such as how to start a broker. */
+  hint?: string;
+  /** Called before each wait, for metrics. */
+  onRetry?: (event: RetryEvent) => void;
+}
+
 /**
  * Runs `connect` until it succeeds, waiting with exponential backoff and full
  * jitter between attempts, logging each failure at warning.
  *
  * @param connect The connection attempt.
  * @param brokers Where it connects to, for the log.
- * @param signal Stops the attempts; the promise then rejects with its reason.
- * @param hint Advice appended to each warning, such as how to start a broker.
+ * @param options The stop signal, advice for the warnings, a retry callback.
  */
 export async function connectWithRetry(
   connect: () => Promise<void>,
   brokers: readonly string[],
-  signal?: AbortSignal,
-  hint = "",
+  options: ConnectRetryOptions = {},
 ): Promise<void> {
+  const { signal, hint = "" } = options;
   await retryWithBackoff(() => connect(), {
     signal,
     initialDelayMs: 250,
     maxDelayMs: 30000,
-    onRetry: ({ attempt, delayMs, error }) => {
+    onRetry: (event) => {
+      const { attempt, delayMs, error } = event;
+      options.onRetry?.(event);
       logger.warn(
         "Kafka not reachable at {brokers}; attempt {attempt}, next in {delayMs} ms: {error}{hint}",
         {

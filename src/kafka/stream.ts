@@ -259,11 +259,9 @@ class StreamState {
     }, options.commitIntervalMs ?? 1000);
     try {
       try {
-        await connectWithRetry(
-          () => consumer.connect(),
-          options.brokers,
+        await connectWithRetry(() => consumer.connect(), options.brokers, {
           signal,
-        );
+        });
       } catch (error) {
         if (signal?.aborted) return;
         throw error;
