@@ -5,6 +5,7 @@ import {
   serializeStructured,
 } from "../src/cloudevents/mod.ts";
 import { parseConfig, runBridge } from "../src/bridge/mod.ts";
+import { kafkaStream } from "../src/kafka/stream.ts";
 import { testBrokers } from "./_brokers.ts";
 import {
   createTopics,
@@ -168,3 +169,69 @@ function binaryPublication(
 function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   return a.byteLength === b.byteLength && a.every((byte, i) => byte === b[i]);
 }
+
+Deno.test({
+  name:
+    "the bridge's Kafka output reads back through kafkaStream as the same CloudEvents, in both content modes",
+  ignore: brokers === undefined,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    for (const mode of ["binary", "structured"] as const) {
+      const id = uniqueName(`roundtrip-${mode}`);
+      const topic = `${id}.events`;
+      const config = parseConfig({
+        mqtt: {
+          url: brokers!.mqttUrl,
+          topics: [`${id}/#`],
+          clientId: `${id}-bridge`,
+        },
+        kafka: { brokers: brokers!.kafkaBrokers, mode },
+        routes: { telemetry: topic },
+        defaultTopic: `${id}.default`,
+        deadLetterTopic: `${id}.dlq`,
+        log: { level: "warning" },
+      });
+      const controller = new AbortController();
+      let ready!: () => void;
+      const isReady = new Promise<void>((resolve) => ready = resolve);
+      const running = runBridge(config, {
+        signal: controller.signal,
+        onReady: ready,
+      });
+      await isReady;
+      const events = Array.from({ length: 20 }, (_, i) =>
+        createCloudEvent({
+          source: `/roundtrip/${mode}`,
+          type: "dev.dataexchange.test",
+          subject: `s${i}`,
+          classification: "telemetry",
+          data: i % 2 === 0 ? { i } : new Uint8Array([i, 0, 255]),
+        }));
+      await publishAll(
+        brokers!.mqttUrl,
+        events.map((event) => ({
+          topic: `${id}/d`,
+          payload: serializeStructured(event),
+        })),
+      );
+      const stream = kafkaStream({
+        brokers: brokers!.kafkaBrokers,
+        groupId: `${id}-reader`,
+        topics: [topic],
+        fromBeginning: true,
+        nack: { exhausted: "stop" },
+      });
+      const read = [];
+      for await (const envelope of stream) {
+        assert.equal(envelope.kind, "event", `${mode}: a valid event`);
+        read.push(envelope.kind === "event" ? envelope.event : undefined);
+        envelope.ack();
+        if (read.length === events.length) break;
+      }
+      controller.abort();
+      await running;
+      assert.deepEqual(read, events, `${mode} mode`);
+    }
+  },
+});

@@ -602,11 +602,21 @@ function toRecord(
     topic,
     partition,
     offset: message.offset,
-    key: message.key ?? null,
-    value: message.value ?? null,
+    key: plainBytes(message.key),
+    value: plainBytes(message.value),
     headers: message.headers ?? {},
     timestamp: message.timestamp,
   };
+}
+
+/**
+ * kafkajs hands out Node `Buffer`s; the stream's public types promise plain
+ * `Uint8Array`s (a view of the same memory, not a copy).
+ */
+function plainBytes(bytes: Uint8Array | null | undefined): Uint8Array | null {
+  return bytes == null
+    ? null
+    : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 /**
