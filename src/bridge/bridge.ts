@@ -439,11 +439,12 @@ function createDelivery(
             route,
             (Date.now() - envelope.receivedAt) / 1000,
           );
-          logger.debug("Delivered {id} from {mqttTopic} to {topic}", {
+          // Lazy properties: no object per message unless debug is on.
+          logger.debug("Delivered {id} from {mqttTopic} to {topic}", () => ({
             id: envelope.event.id,
             mqttTopic: envelope.message.topic,
             topic,
-          });
+          }));
         },
         (error) => {
           if (!isRejected(error)) throw error;

@@ -36,15 +36,7 @@ export type RetryOperation =
  * codes; any other code is counted as `"other"`.
  */
 export type DeadLetterReason =
-  | "malformed-json"
-  | "not-an-object"
-  | "missing-attribute"
-  | "invalid-attribute"
-  | "unsupported-specversion"
-  | "invalid-extension-name"
-  | "invalid-data"
-  | "invalid-encoding"
-  | "unsupported-format"
+  | CloudEventErrorCode
   | "kafka-rejected"
   | "encode-failed"
   | "topic-template"
