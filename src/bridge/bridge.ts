@@ -202,6 +202,7 @@ async function mqttToKafka(
       protocolVersion: config.mqtt.protocolVersion,
       qos: config.mqtt.qos,
       maxInFlight: config.mqtt.maxInFlight,
+      maxInFlightBytes: config.mqtt.maxInFlightBytes,
       sessionExpirySeconds: config.mqtt.sessionExpirySeconds,
       reconnectPeriodMs: config.mqtt.reconnectPeriodMs,
       reconnectMaxDelayMs: config.mqtt.reconnectMaxDelayMs,

@@ -53,6 +53,10 @@ const mqttSchema = z.strictObject({
     .describe("Subscription QoS; 1 for at-least-once delivery."),
   maxInFlight: z.int().min(1).max(65535).default(1000)
     .describe("Most messages received and not yet acknowledged."),
+  maxInFlightBytes: z.int().min(1024).default(67108864)
+    .describe(
+      "Most payload bytes received and not yet acknowledged; one larger message still passes alone.",
+    ),
   sessionExpirySeconds: z.int().min(0).default(604800)
     .describe("MQTT 5 session expiry, in seconds."),
   reconnectPeriodMs: z.int().min(100).default(1000)
@@ -214,6 +218,11 @@ export interface MqttConfig {
   qos: 0 | 1;
   /** Most messages received and not yet acknowledged. Default 1000. */
   maxInFlight: number;
+  /**
+   * Most payload bytes received and not yet acknowledged; one larger message
+   * still passes alone. Default 67108864 (64 MiB).
+   */
+  maxInFlightBytes: number;
   /** MQTT 5 session expiry, in seconds. Default 604800. */
   sessionExpirySeconds: number;
   /**
@@ -377,6 +386,7 @@ export const ENV_FIELDS: Readonly<Record<string, EnvKind>> = {
   "mqtt.protocolVersion": "integer",
   "mqtt.qos": "integer",
   "mqtt.maxInFlight": "integer",
+  "mqtt.maxInFlightBytes": "integer",
   "mqtt.sessionExpirySeconds": "integer",
   "mqtt.reconnectPeriodMs": "integer",
   "mqtt.reconnectMaxDelayMs": "integer",

@@ -5,8 +5,14 @@
  * @module
  */
 
-/** The longest attribute name accepted (the spec says SHOULD NOT exceed 20). */
-export const MAX_NAME_LENGTH = 20;
+/**
+ * The rule for attribute names, as error messages state it. Names longer than
+ * the 20 characters that the specification says they SHOULD NOT exceed are
+ * accepted: the limit is advice to producers, and refusing such events would
+ * only dead-letter what other implementations pass on.
+ */
+export const ATTRIBUTE_NAME_RULE =
+  'attribute names are one or more lower-case ASCII letters (a-z) or digits (0-9), and "data" is reserved';
 
 /** The smallest and largest CloudEvents `Integer` ("Type System"). */
 export const INT32_MIN = -2_147_483_648;
@@ -45,9 +51,9 @@ export function isCoreAttribute(name: string): boolean {
 }
 
 /**
- * Tells whether a name is a valid attribute name: 1 to
- * {@linkcode MAX_NAME_LENGTH} lower-case ASCII letters or digits ("Naming
- * Conventions"), and not the reserved name `data`.
+ * Tells whether a name is a valid attribute name: one or more lower-case
+ * ASCII letters or digits ("Naming Conventions": a MUST), and not the reserved
+ * name `data`. Any length is accepted (see {@linkcode ATTRIBUTE_NAME_RULE}).
  *
  * @param name A candidate attribute name.
  * @returns `true` when the name may be used for an attribute.
@@ -61,9 +67,7 @@ export function isCoreAttribute(name: string): boolean {
  */
 export function isAttributeName(name: string): boolean {
   const length = name.length;
-  if (length === 0 || length > MAX_NAME_LENGTH || name === "data") {
-    return false;
-  }
+  if (length === 0 || name === "data") return false;
   for (let i = 0; i < length; i++) {
     const c = name.charCodeAt(i);
     if (!((c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39))) return false;

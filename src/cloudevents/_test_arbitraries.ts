@@ -55,9 +55,9 @@ export function rfc3339(): fc.Arbitrary<string> {
   });
 }
 
-/** Extension names: 1 to 20 lower-case letters or digits, not core names. */
+/** Extension names: lower-case letters or digits, not core names. */
 export function extensionName(): fc.Arbitrary<string> {
-  return fc.stringMatching(/^[a-z0-9]{1,20}$/).filter((name) =>
+  return fc.stringMatching(/^[a-z0-9]{1,40}$/).filter((name) =>
     !isCoreAttribute(name) && name !== "data"
   );
 }

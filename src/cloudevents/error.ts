@@ -9,7 +9,10 @@ import { DataExchangeError, isDataExchangeError } from "../errors.ts";
 /**
  * Why a message or value is not a valid CloudEvent.
  *
- * - `malformed-json`: a structured-mode payload is not JSON text (or is empty).
+ * - `empty-payload`: the message carries nothing at all: a zero-length
+ *   structured-mode payload (such as an MQTT retained-message clear), or a
+ *   Kafka record with no value and no CloudEvents headers (a tombstone).
+ * - `malformed-json`: a structured-mode payload is not JSON text.
  * - `not-an-object`: the JSON text or value is not an object (an array, a
  *   string, `null`, ...).
  * - `missing-attribute`: a REQUIRED attribute (`specversion`, `id`, `source`,
@@ -18,8 +21,9 @@ import { DataExchangeError, isDataExchangeError } from "../errors.ts";
  *   string, a `time` that is not RFC 3339, an extension value that is neither
  *   a string, an int32 integer nor a boolean), or appears more than once.
  * - `unsupported-specversion`: `specversion` is a string other than `"1.0"`.
- * - `invalid-extension-name`: an attribute name that is not 1 to 20 lower-case
- *   ASCII letters or digits, or one that is reserved (`data`).
+ * - `invalid-extension-name`: an attribute name that is not made of lower-case
+ *   ASCII letters and digits only (upper case, `-`, `_` and the like), or one
+ *   that is reserved (`data`). Names are never rewritten to fit.
  * - `invalid-data`: the event data does not fit its content type: `data` and
  *   `data_base64` both present, bad base64, a JSON content type whose bytes are
  *   not JSON, non-string data with a non-JSON content type, or data that
@@ -30,6 +34,7 @@ import { DataExchangeError, isDataExchangeError } from "../errors.ts";
  *   than JSON (`application/cloudevents+avro`, the batch format, ...).
  */
 export type CloudEventErrorCode =
+  | "empty-payload"
   | "malformed-json"
   | "not-an-object"
   | "missing-attribute"
@@ -41,6 +46,7 @@ export type CloudEventErrorCode =
   | "unsupported-format";
 
 const CODES: ReadonlySet<string> = new Set<CloudEventErrorCode>([
+  "empty-payload",
   "malformed-json",
   "not-an-object",
   "missing-attribute",

@@ -8,13 +8,13 @@
  * @module
  */
 import {
+  ATTRIBUTE_NAME_RULE,
   findDisallowedChar,
   INT32_MAX,
   INT32_MIN,
   isAttributeName,
   isCoreAttribute,
   isInt32,
-  MAX_NAME_LENGTH,
 } from "./_attributes.ts";
 import { isJsonContentType, isMediaType } from "./_content_type.ts";
 import { describeValue, quote } from "./_describe.ts";
@@ -92,8 +92,8 @@ export interface CreateCloudEventOptions {
   /** The `time` attribute, an RFC 3339 string or a `Date`. Default: now. */
   time?: string | Date;
   /**
-   * Further extension attributes, by name (1 to 20 lower-case letters or
-   * digits). Core attribute names are refused. Default: none.
+   * Further extension attributes, by name (lower-case ASCII letters or
+   * digits; the specification advises at most 20 of them). Core attribute names are refused. Default: none.
    */
   extensions?: Readonly<Record<string, ExtensionValue>>;
 }
@@ -188,8 +188,8 @@ export function createCloudEvent(options: CreateCloudEventOptions): CloudEvent {
  *   has the shape `type/subtype`;
  * - every string attribute value is free of the characters the `String`
  *   type disallows: control characters, noncharacters and lone surrogates;
- * - every other key except `data` is an extension: its name is 1 to 20
- *   lower-case ASCII letters or digits, its value a string, an integer from
+ * - every other key except `data` is an extension: its name is one or more
+ *   lower-case ASCII letters or digits (longer than 20 is accepted), its value a string, an integer from
  *   -2147483648 to 2147483647, or a boolean (`null`, objects and floats are
  *   refused);
  * - `data` is not a function, symbol, bigint or non-finite number; with a
@@ -429,7 +429,7 @@ function badName(name: string): CloudEventError {
     "invalid-extension-name",
     `The CloudEvent attribute name ${
       quote(name)
-    } is invalid; names are 1 to ${MAX_NAME_LENGTH} lower-case ASCII letters or digits, and "data" is reserved`,
+    } is invalid; ${ATTRIBUTE_NAME_RULE}`,
     { attribute: name },
   );
 }

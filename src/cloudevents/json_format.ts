@@ -55,6 +55,12 @@ export function parseStructured(bytes: Uint8Array): CloudEvent {
       `parseStructured() expects a Uint8Array; got ${describeValue(bytes)}`,
     );
   }
+  if (bytes.length === 0) {
+    throw new CloudEventError(
+      "empty-payload",
+      "The structured-mode payload is empty (0 bytes), so it holds no CloudEvent; an MQTT retained-message clear looks like this. Publish a CloudEvent in JSON, or binary mode with attributes in user properties",
+    );
+  }
   const text = decodeUtf8Document(bytes, "structured-mode payload");
 
   let parsed: unknown;

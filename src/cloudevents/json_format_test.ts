@@ -122,7 +122,8 @@ Deno.test("parseStructured() refuses invalid UTF-8 as invalid-encoding", () => {
 
 Deno.test("parseStructured() refuses what is not a JSON object", () => {
   parseFails(encoder.encode("{not json"), "malformed-json");
-  parseFails(new Uint8Array(0), "malformed-json");
+  parseFails(new Uint8Array(0), "empty-payload");
+  parseFails(encoder.encode(" "), "malformed-json");
   parseFails(encoder.encode("[]"), "not-an-object");
   parseFails(encoder.encode("null"), "not-an-object");
   parseFails(encoder.encode('"event"'), "not-an-object");

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { isAttributeName } from "./_attributes.ts";
+import { ATTRIBUTE_NAME_RULE, isAttributeName } from "./_attributes.ts";
 import {
   assembleBinaryEvent,
   attributeStrings,
@@ -162,11 +162,15 @@ export function toKafkaRecord(
  * an event without data. A missing `time` is fine: it is OPTIONAL, and no
  * time is made up.
  *
- * Header shapes: names match in any letter case (`Content-Type`,
- * `CE_ID`); values may be bytes (a kafkajs `Buffer`), strings, or arrays. An
+ * Header names: `content-type` and the `ce_` prefix match in any letter case
+ * (`Content-Type`, `CE_id`); the attribute name after the prefix does not:
+ * it must follow the naming rule (lower-case ASCII letters and digits), so
+ * `ce_Classification` or `ce_trace-id` is `invalid-extension-name`. Names are
+ * never rewritten to fit, because a rewritten name is a different attribute.
+ * Header values may be bytes (a kafkajs `Buffer`), strings, or arrays. An
  * attribute header must appear once: an array of more than one value, or the
- * same name in two letter cases, is `invalid-attribute` (core spec: each
- * attribute appears at most once), while an empty array or `undefined` counts
+ * same attribute under two prefixes (`ce_id`, `CE_id`), is
+ * `invalid-attribute` (core spec: each attribute appears at most once), while an empty array or `undefined` counts
  * as absent. Header bytes must be UTF-8 (Kafka binding 3.2.3) or the record
  * is `invalid-encoding`. Headers without the `ce_` prefix are not read. In
  * structured mode only `content-type` is read.
@@ -218,7 +222,7 @@ export function fromKafkaRecord(record: IncomingKafkaRecord): CloudEvent {
       contentTypeHeader = header;
       contentType = text;
     } else if (lower.startsWith(ATTRIBUTE_HEADER_PREFIX)) {
-      const name = lower.slice(ATTRIBUTE_HEADER_PREFIX.length);
+      const name = header.slice(ATTRIBUTE_HEADER_PREFIX.length);
       const text = headerText(header, headers[header], name);
       if (text === undefined) continue;
       if (!isAttributeName(name)) {
@@ -226,7 +230,7 @@ export function fromKafkaRecord(record: IncomingKafkaRecord): CloudEvent {
           "invalid-extension-name",
           `The Kafka header ${quote(header)} names the attribute ${
             quote(name)
-          }, which is invalid; names are 1 to 20 lower-case ASCII letters or digits, and "data" is reserved`,
+          }, which is invalid; ${ATTRIBUTE_NAME_RULE}. Only the ce_ prefix is matched in any letter case`,
           { attribute: name },
         );
       }
@@ -237,6 +241,15 @@ export function fromKafkaRecord(record: IncomingKafkaRecord): CloudEvent {
 
   if (contentType !== undefined && isCloudEventsContentType(contentType)) {
     return fromStructuredValue(record.value, contentType);
+  }
+  if (
+    (record.value === null || record.value === undefined) &&
+    contentType === undefined && Object.keys(attributes).length === 0
+  ) {
+    throw new CloudEventError(
+      "empty-payload",
+      "The Kafka record has no value and no ce_ headers (a tombstone of a compacted topic), so it holds no CloudEvent",
+    );
   }
   return assembleBinaryEvent(
     attributes,
@@ -262,7 +275,7 @@ function fromStructuredValue(
   }
   if (value === null || value === undefined) {
     throw new CloudEventError(
-      "malformed-json",
+      "empty-payload",
       "The structured-mode Kafka record has no value; expected a CloudEvent in JSON",
     );
   }
@@ -302,7 +315,7 @@ function repeated(
     "invalid-attribute",
     `The Kafka header ${
       quote(header)
-    } appears ${count} times (names match in any letter case); a CloudEvents attribute appears at most once`,
+    } appears ${count} times (the ce_ prefix matches in any letter case); a CloudEvents attribute appears at most once`,
     { attribute },
   );
 }

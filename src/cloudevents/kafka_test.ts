@@ -1,9 +1,10 @@
-import { deepStrictEqual, equal, ok, throws } from "node:assert/strict";
+import { deepStrictEqual, equal, match, ok, throws } from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import fc from "fast-check";
 import { cloudEvent } from "./_test_arbitraries.ts";
 import {
   type CloudEvent,
+  type CloudEventError,
   type CloudEventErrorCode,
   createCloudEvent,
   isCloudEventError,
@@ -31,11 +32,18 @@ function headerTexts(record: KafkaRecord): Record<string, string> {
   return out;
 }
 
-function fails(record: IncomingKafkaRecord, code: CloudEventErrorCode): void {
-  throws(
-    () => fromKafkaRecord(record),
-    (error: unknown) => isCloudEventError(error) && error.code === code,
-  );
+function fails(
+  record: IncomingKafkaRecord,
+  code: CloudEventErrorCode,
+): CloudEventError {
+  try {
+    fromKafkaRecord(record);
+  } catch (error) {
+    ok(isCloudEventError(error), `not a CloudEventError: ${error}`);
+    equal(error.code, code, error.message);
+    return error;
+  }
+  throw new Error(`fromKafkaRecord() accepted a record that is ${code}`);
 }
 
 /** A binary-mode record with kafkajs-style Buffer headers. */
@@ -202,14 +210,14 @@ Deno.test("fromKafkaRecord() accepts string and one-element array header values"
   });
 });
 
-Deno.test("fromKafkaRecord() matches header names in any letter case", () => {
+Deno.test("fromKafkaRecord() matches content-type and the ce_ prefix in any letter case", () => {
   const event = fromKafkaRecord({
     value: bytes("<a/>"),
     headers: {
-      CE_SPECVERSION: "1.0",
-      Ce_Id: "1",
+      CE_specversion: "1.0",
+      Ce_id: "1",
       ce_source: "/s",
-      ce_TYPE: "t",
+      cE_type: "t",
       "Content-Type": "application/xml",
     },
   });
@@ -230,7 +238,7 @@ Deno.test("fromKafkaRecord() refuses repeated attribute headers", () => {
     "invalid-attribute",
   );
   fails(
-    { value: null, headers: { ...BINARY_HEADERS, CE_ID: "1" } },
+    { value: null, headers: { ...BINARY_HEADERS, CE_id: "1" } },
     "invalid-attribute",
   );
   fails(
@@ -274,10 +282,20 @@ Deno.test("fromKafkaRecord() refuses header values that are not UTF-8", () => {
 });
 
 Deno.test("fromKafkaRecord() refuses invalid attribute names and wrong header types", () => {
-  fails(
-    { value: null, headers: { ...BINARY_HEADERS, "ce_my-ext": "x" } },
-    "invalid-extension-name",
-  );
+  for (
+    const header of [
+      "ce_my-ext",
+      "ce_my_ext",
+      "ce_Classification",
+      "CE_ID",
+      "ce_",
+    ]
+  ) {
+    fails(
+      { value: null, headers: { ...BINARY_HEADERS, [header]: "x" } },
+      "invalid-extension-name",
+    );
+  }
   fails(
     { value: null, headers: { ...BINARY_HEADERS, ce_data: "x" } },
     "invalid-extension-name",
@@ -301,6 +319,20 @@ Deno.test("fromKafkaRecord() leaves headers without the ce_ prefix alone", () =>
     },
   });
   deepStrictEqual(event, HEAD);
+});
+
+Deno.test("fromKafkaRecord() calls a record without value or CloudEvents headers a tombstone", () => {
+  for (const headers of [undefined, {}, { traceparent: "00-x" }]) {
+    const error = fails({ value: null, headers }, "empty-payload");
+    match(error.message, /tombstone/);
+  }
+  // A binary-mode event without data is not a tombstone.
+  deepStrictEqual(
+    fromKafkaRecord({ value: null, headers: BINARY_HEADERS }),
+    HEAD,
+  );
+  // Headers that name attributes make it an event with something missing.
+  fails({ value: null, headers: { ce_id: "1" } }, "missing-attribute");
 });
 
 Deno.test("fromKafkaRecord() reports the missing attribute of a plain record", () => {
@@ -437,7 +469,7 @@ Deno.test("fromKafkaRecord() refuses structured formats other than JSON", () => 
   fails({
     value: null,
     headers: { "content-type": "application/cloudevents+json" },
-  }, "malformed-json");
+  }, "empty-payload");
   fails({
     value: bytes("nope"),
     headers: { "content-type": "application/cloudevents+json" },

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { isAttributeName } from "./_attributes.ts";
+import { ATTRIBUTE_NAME_RULE, isAttributeName } from "./_attributes.ts";
 import {
   assembleBinaryEvent,
   attributeStrings,
@@ -163,7 +163,7 @@ function fromBinary(
         "invalid-extension-name",
         `The MQTT user property ${
           quote(name)
-        } is not a valid CloudEvents attribute name; in binary mode every user property is an attribute, named with 1 to 20 lower-case ASCII letters or digits`,
+        } is not a valid CloudEvents attribute name; in binary mode every user property is an attribute, and ${ATTRIBUTE_NAME_RULE}`,
         { attribute: name },
       );
     }

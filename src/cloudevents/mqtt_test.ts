@@ -156,7 +156,7 @@ Deno.test("fromMqttMessage() refuses repeated user properties, accepts one-eleme
 });
 
 Deno.test("fromMqttMessage() refuses user properties that cannot be attribute names in binary mode", () => {
-  for (const name of ["x-device", "Trace", "data", "a".repeat(21)]) {
+  for (const name of ["x-device", "x_device", "Trace", "data", ""]) {
     fails({
       topic: "x",
       payload: new Uint8Array(0),

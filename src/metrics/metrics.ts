@@ -91,6 +91,7 @@ void everyCodeListed;
 
 // A record, so that the compiler checks every reason is listed once.
 const REASONS: Readonly<Record<DeadLetterReason, true>> = {
+  "empty-payload": true,
   "malformed-json": true,
   "not-an-object": true,
   "missing-attribute": true,

@@ -16,9 +16,12 @@
  * - A PUBACK is only written on the connection its PUBLISH arrived on. After a
  *   reconnect the broker redelivers what was not acknowledged, so a held
  *   PUBACK of an older connection is discarded, never sent on the new one.
- * - At most `capacity` messages are held. At the cap the gate stops calling
- *   MQTT.js's callback, so MQTT.js stops reading the socket and TCP flow
- *   control pushes back on the broker; nothing is buffered beyond the cap.
+ * - At most `capacity` messages are held, and the payloads handed out and not
+ *   yet settled total at most `capacityBytes` (one message is always let
+ *   through, however large, so that nothing waits forever). At either cap the
+ *   gate stops calling MQTT.js's callback, so MQTT.js stops reading the socket
+ *   and TCP flow control pushes back on the broker; nothing is buffered
+ *   beyond the caps.
  * - If MQTT.js ever stops sending the PUBACK from inside the callback, the
  *   gate cannot hold it and reports a fatal error instead of silently
  *   acknowledging on receipt (see `_puback_gate_test.ts`).
@@ -43,6 +46,12 @@ export interface AckTicket {
 export interface PubackGateOptions {
   /** Most messages held (received and not yet released) at once. */
   capacity: number;
+  /**
+   * Most payload bytes handed out and not yet settled; a single message
+   * larger than this still passes when nothing else is unsettled. Default:
+   * no byte limit.
+   */
+  capacityBytes?: number;
   /** Receives each message with the ticket that settles it. */
   onMessage(packet: IPublishPacket, ticket: AckTicket): void;
   /**
@@ -83,6 +92,7 @@ const NACKED = 2;
 interface Slot {
   state: typeof PENDING | typeof ACKED | typeof NACKED;
   readonly connection: number;
+  bytes: number;
   puback?: { cmd: string; messageId?: number };
 }
 
@@ -102,6 +112,8 @@ export class PubackGate {
     | { packet: IPublishPacket; callback: () => void; connection: number }
     | undefined;
   #unsettled = 0;
+  #unsettledBytes = 0;
+  #capacityBytes: number;
   #settledWaiters: Array<() => void> = [];
   #paused = false;
   #refusing = false;
@@ -120,6 +132,13 @@ export class PubackGate {
         `PubackGate capacity must be a positive integer, got ${options.capacity}`,
       );
     }
+    const capacityBytes = options.capacityBytes ?? Infinity;
+    if (!(capacityBytes >= 1)) {
+      throw new RangeError(
+        `PubackGate capacityBytes must be at least 1, got ${capacityBytes}`,
+      );
+    }
+    this.#capacityBytes = capacityBytes;
     this.#options = options;
     this.#client = client as unknown as HookableClient;
     const send = this.#client._sendPacket;
@@ -166,6 +185,11 @@ export class PubackGate {
     return this.#unsettled;
   }
 
+  /** Payload bytes of the messages handed out and not settled yet. */
+  get unsettledBytes(): number {
+    return this.#unsettledBytes;
+  }
+
   /** Whether a received message waits for room (the gate is at capacity or paused). */
   get waiting(): boolean {
     return this.#waiting !== undefined;
@@ -210,7 +234,7 @@ export class PubackGate {
 
   #refuse(callback: () => void): void {
     // The PUBACK MQTT.js writes from the callback is captured and dropped.
-    this.#capturing = { state: NACKED, connection: -1 };
+    this.#capturing = { state: NACKED, connection: -1, bytes: 0 };
     callback();
     this.#capturing = undefined;
   }
@@ -228,11 +252,16 @@ export class PubackGate {
       callback();
       return;
     }
-    if (this.#paused || this.size >= this.#options.capacity) {
+    if (!this.#hasRoom()) {
       this.#waiting = { packet, callback, connection: this.#connection };
       return;
     }
     this.#take(packet, callback);
+  }
+
+  #hasRoom(): boolean {
+    return !this.#paused && this.size < this.#options.capacity &&
+      (this.#unsettledBytes < this.#capacityBytes || this.#unsettled === 0);
   }
 
   #take(
@@ -240,7 +269,11 @@ export class PubackGate {
     callback: () => void,
     connection = this.#connection,
   ): void {
-    const slot: Slot = { state: PENDING, connection };
+    const slot: Slot = {
+      state: PENDING,
+      connection,
+      bytes: packet.payload?.length ?? 0,
+    };
     this.#capturing = slot;
     callback();
     this.#capturing = undefined;
@@ -256,6 +289,7 @@ export class PubackGate {
     }
     this.#slots.push(slot);
     this.#unsettled++;
+    this.#unsettledBytes += slot.bytes;
     this.#options.onMessage(packet, {
       ack: () => this.#settle(slot, ACKED),
       nack: () => this.#settle(slot, NACKED),
@@ -266,6 +300,7 @@ export class PubackGate {
     if (slot.state !== PENDING) return;
     slot.state = state;
     this.#unsettled--;
+    this.#unsettledBytes -= slot.bytes;
     if (this.#unsettled === 0 && this.#settledWaiters.length > 0) {
       for (const resolve of this.#settledWaiters.splice(0)) resolve();
     }
@@ -298,10 +333,7 @@ export class PubackGate {
       this.#head = 0;
     }
     const waiting = this.#waiting;
-    if (
-      waiting !== undefined && !this.#paused &&
-      this.size < this.#options.capacity
-    ) {
+    if (waiting !== undefined && this.#hasRoom()) {
       this.#waiting = undefined;
       this.#take(waiting.packet, waiting.callback, waiting.connection);
     }

@@ -24,6 +24,7 @@ async function gatedSubscriber(
   topic: string,
   capacity: number,
   protocolVersion: 4 | 5 = 5,
+  capacityBytes?: number,
 ) {
   const client = mqtt.connect(brokers!.mqttUrl, {
     clientId,
@@ -40,6 +41,7 @@ async function gatedSubscriber(
   let onChange = () => {};
   const gate = new PubackGate(client, {
     capacity,
+    capacityBytes,
     onMessage(packet, ticket) {
       received.push({ packet, ticket });
       onChange();
@@ -174,6 +176,43 @@ Deno.test({
       return sub.received.length === 30;
     }, "all 30 messages");
     assert.equal(sub.gate.released, 30);
+    await sub.client.endAsync();
+  },
+});
+
+Deno.test({
+  name:
+    "PubackGate stops reading at its byte capacity and always lets one message through",
+  ignore,
+  async fn() {
+    const topic = uniqueName("gate/bytes");
+    const clientId = uniqueName("gate");
+    // 1000-byte payloads against a 2500-byte budget: three fit (the third
+    // starts below the budget), the fourth waits.
+    const sub = await gatedSubscriber(clientId, topic, 100, 4, 2500);
+    await publish(topic, 6, 1000);
+    await sub.until(() => sub.gate.waiting, "a message waiting for bytes");
+    assert.equal(sub.received.length, 3);
+    assert.equal(sub.gate.unsettledBytes, 3000);
+    sub.received[0].ticket.ack();
+    await sub.until(() => sub.received.length === 4, "a fourth message");
+    await sub.until(() => sub.gate.waiting, "the fifth waiting");
+    for (const r of sub.received) r.ticket.ack();
+    await sub.until(() => {
+      for (const r of sub.received) r.ticket.ack();
+      return sub.received.length === 6;
+    }, "all 6 messages");
+    assert.equal(sub.gate.unsettledBytes, 0);
+
+    // One message larger than the whole budget still passes alone.
+    await publish(topic, 2, 6000);
+    await sub.until(() => sub.received.length === 7, "the large message");
+    await sub.until(() => sub.gate.waiting, "the second large one waiting");
+    assert.equal(sub.gate.unsettledBytes, 6000);
+    sub.received[6].ticket.ack();
+    await sub.until(() => sub.received.length === 8, "the second large one");
+    sub.received[7].ticket.ack();
+    assert.equal(sub.gate.released, 8);
     await sub.client.endAsync();
   },
 });

@@ -473,7 +473,7 @@ export class MqttSink implements EventSink, AsyncDisposable {
  *
  * Rules, checked when the template is made (`TypeError`):
  * - a placeholder is `{name}`, where `name` is a CloudEvents attribute name
- *   (1 to 20 lower-case ASCII letters or digits) other than `data`;
+ *   (lower-case ASCII letters or digits) other than `data`;
  *   braces serve no other purpose, so a lone `{` or `}` is refused;
  * - the text around placeholders may not contain the wildcards `+` and `#`,
  *   control characters or malformed UTF-16.
@@ -562,7 +562,7 @@ function parseTemplate(template: string): TemplatePart[] {
     const name = close === -1 ? undefined : rest.slice(open + 1, close);
     if (name === undefined || !ATTRIBUTE_NAME.test(name) || name === "data") {
       throw new TypeError(
-        `topicTemplate() expects placeholders of the form {attribute}, naming a CloudEvents attribute (1 to 20 lower-case letters or digits, not data); ${
+        `topicTemplate() expects placeholders of the form {attribute}, naming a CloudEvents attribute (lower-case letters or digits, not data); ${
           quote(template)
         } has ${
           name === undefined

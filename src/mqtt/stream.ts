@@ -52,6 +52,13 @@ export interface MqttStreamOptions {
    * Default 1000.
    */
   maxInFlight?: number;
+  /**
+   * Most payload bytes received and not yet acknowledged. At the cap the
+   * stream stops reading, as at `maxInFlight`; a single message larger than
+   * the cap still passes when nothing else is in flight. Default 67108864
+   * (64 MiB).
+   */
+  maxInFlightBytes?: number;
   /** MQTT 5 session expiry in seconds. Default 604800 (one week). */
   sessionExpirySeconds?: number;
   /**
@@ -166,6 +173,7 @@ export async function* mqttStream(
   });
   const gate = new PubackGate(client, {
     capacity: settings.maxInFlight,
+    capacityBytes: settings.maxInFlightBytes,
     onMessage(packet, ticket) {
       queue.push(toEnvelope(packet, ticket, settings.protocolVersion));
       notify();
@@ -266,6 +274,7 @@ type Settings =
       | "protocolVersion"
       | "qos"
       | "maxInFlight"
+      | "maxInFlightBytes"
       | "sessionExpirySeconds"
       | "reconnectPeriodMs"
       | "reconnectMaxDelayMs"
@@ -291,6 +300,12 @@ function validate(options: MqttStreamOptions): Settings {
   ) {
     throw new RangeError(
       `mqttStream maxInFlight must be an integer from 1 to 65535, got ${maxInFlight}`,
+    );
+  }
+  const maxInFlightBytes = options.maxInFlightBytes ?? 64 * 1024 * 1024;
+  if (!Number.isSafeInteger(maxInFlightBytes) || maxInFlightBytes < 1) {
+    throw new RangeError(
+      `mqttStream maxInFlightBytes must be a positive integer, got ${maxInFlightBytes}`,
     );
   }
   const reconnectPeriodMs = options.reconnectPeriodMs ?? 1000;
@@ -320,6 +335,7 @@ function validate(options: MqttStreamOptions): Settings {
     protocolVersion: options.protocolVersion ?? 5,
     qos: options.qos ?? 1,
     maxInFlight,
+    maxInFlightBytes,
     sessionExpirySeconds: options.sessionExpirySeconds ?? 604800,
     reconnectPeriodMs,
     reconnectMaxDelayMs,
