@@ -138,7 +138,12 @@ export function cloudEvent(
     if (r.withData) {
       const fitting = options.fittingData ?? true;
       if (!fitting && r.unfitting) {
-        event.data = r.bytes; // bytes fit any content type in structured mode
+        // Bytes fit any content type, as long as they hold what it says.
+        event.data = !r.withContentType || r.kind === "bytes"
+          ? r.bytes
+          : new TextEncoder().encode(
+            r.kind === "json" ? JSON.stringify(r.json) : r.text,
+          );
       } else if (r.kind === "json" || !r.withContentType) {
         event.data = r.json;
       } else if (r.kind === "text") {

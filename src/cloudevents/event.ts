@@ -16,7 +16,11 @@ import {
   isCoreAttribute,
   isInt32,
 } from "./_attributes.ts";
-import { isJsonContentType, isMediaType } from "./_content_type.ts";
+import {
+  isJsonContentType,
+  isMediaType,
+  isUtf8TextContentType,
+} from "./_content_type.ts";
 import { describeValue, quote } from "./_describe.ts";
 import { isRfc3339 } from "./_time.ts";
 import { CloudEventError } from "./error.ts";
@@ -193,7 +197,10 @@ export function createCloudEvent(options: CreateCloudEventOptions): CloudEvent {
  *   -2147483648 to 2147483647, or a boolean (`null`, objects and floats are
  *   refused);
  * - `data` is not a function, symbol, bigint or non-finite number; with a
- *   content type that is not JSON it is a string or a `Uint8Array`; typed
+ *   content type that is not JSON it is a string or a `Uint8Array`; a
+ *   `Uint8Array` under a JSON content type holds UTF-8 JSON text
+ *   (`invalid-data`), one under a UTF-8 text content type valid UTF-8
+ *   (`invalid-encoding`); typed
  *   arrays other than `Uint8Array` are refused. Nested values of JSON data
  *   are not walked: what `JSON.stringify` cannot write fails when the event
  *   is serialized.
@@ -383,7 +390,29 @@ function checkExtensionValue(name: string, value: unknown): void {
 // application/json) take any JSON value; other content types take a string
 // (text) or bytes.
 function checkData(data: unknown, datacontenttype: string | undefined): void {
-  if (data instanceof Uint8Array) return;
+  if (data instanceof Uint8Array) {
+    // Bytes go out as they are (binary modes put them in the message body),
+    // so under a JSON or UTF-8 text content type they must hold JSON or
+    // UTF-8 text, or what the bridge writes could not be read back.
+    if (datacontenttype === undefined) return;
+    if (isUtf8TextContentType(datacontenttype) && !isUtf8(data)) {
+      throw new CloudEventError(
+        "invalid-encoding",
+        `The CloudEvent data is ${data.length} bytes that are not valid UTF-8, but its datacontenttype ${
+          quote(datacontenttype)
+        } is UTF-8 text; send UTF-8, name the charset, or use a binary content type such as application/octet-stream`,
+      );
+    }
+    if (isJsonContentType(datacontenttype) && !isJsonText(data)) {
+      throw new CloudEventError(
+        "invalid-data",
+        `The CloudEvent data is ${data.length} bytes that are not UTF-8 JSON text, but its datacontenttype ${
+          quote(datacontenttype)
+        } says JSON; send JSON data, or give the bytes a non-JSON content type such as application/octet-stream`,
+      );
+    }
+    return;
+  }
   const kind = typeof data;
   if (
     kind === "function" || kind === "symbol" || kind === "bigint" ||
@@ -409,6 +438,26 @@ function checkData(data: unknown, datacontenttype: string | undefined): void {
     );
   }
 }
+
+function isJsonText(bytes: Uint8Array): boolean {
+  try {
+    JSON.parse(strictDecoder.decode(bytes));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function isUtf8(bytes: Uint8Array): boolean {
+  try {
+    strictDecoder.decode(bytes);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
 
 function invalid(
   name: string,

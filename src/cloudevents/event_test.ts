@@ -301,6 +301,54 @@ Deno.test("validateCloudEvent() checks extension names: lower-case letters or di
   }
 });
 
+Deno.test("validateCloudEvent() refuses bytes under a JSON content type that are not JSON text", () => {
+  const bytes = (text: string) => new TextEncoder().encode(text);
+  const json = { ...VALID, datacontenttype: "application/json" };
+  deepStrictEqual(
+    validateCloudEvent({ ...json, data: bytes('{"a":1}') }).data,
+    bytes('{"a":1}'),
+  );
+  for (const data of [new Uint8Array(0), bytes("{"), new Uint8Array([0xff])]) {
+    const error = throwsCode(
+      () => validateCloudEvent({ ...json, data }),
+      "invalid-data",
+    );
+    match(error.message, /not UTF-8 JSON text.*application\/octet-stream/);
+  }
+  throwsCode(
+    () =>
+      validateCloudEvent({
+        ...VALID,
+        datacontenttype: "application/vnd.x+json",
+        data: bytes("x"),
+      }),
+    "invalid-data",
+  );
+});
+
+Deno.test("validateCloudEvent() refuses non-UTF-8 bytes under a UTF-8 text content type", () => {
+  const latin1 = new Uint8Array([0x63, 0x61, 0x66, 0xe9]); // "café" in Latin-1
+  for (const datacontenttype of ["text/plain", "application/xml"]) {
+    const error = throwsCode(
+      () => validateCloudEvent({ ...VALID, datacontenttype, data: latin1 }),
+      "invalid-encoding",
+    );
+    match(error.message, /not valid UTF-8/);
+  }
+  // The same bytes are fine where the charset is named or nothing is text.
+  for (
+    const datacontenttype of [
+      "text/plain; charset=iso-8859-1",
+      "application/octet-stream",
+    ]
+  ) {
+    deepStrictEqual(
+      validateCloudEvent({ ...VALID, datacontenttype, data: latin1 }).data,
+      latin1,
+    );
+  }
+});
+
 Deno.test("validateCloudEvent() allows string, int32 and boolean extension values only", () => {
   for (const value of ["", "x", 0, -2147483648, 2147483647, true, false]) {
     equal(validateCloudEvent(withAttribute("ext", value)).ext, value);
