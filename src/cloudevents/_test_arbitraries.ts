@@ -7,6 +7,9 @@
 import fc from "fast-check";
 import { findDisallowedChar, isCoreAttribute } from "./_attributes.ts";
 import type { CloudEvent } from "./event.ts";
+import { serializeStructured } from "./json_format.ts";
+
+const encoder = new TextEncoder();
 
 /** What kind of data an arbitrary event carries. */
 export type DataKind = "json" | "text" | "bytes";
@@ -154,4 +157,184 @@ export function cloudEvent(
     }
     return event as CloudEvent;
   });
+}
+
+// Mutations of serialized bytes: flips, cuts, insertions and repeats.
+export type ByteEdit =
+  | { op: "flip"; at: number; value: number }
+  | { op: "cut"; at: number; length: number }
+  | { op: "insert"; at: number; bytes: Uint8Array }
+  | { op: "repeat"; at: number; length: number };
+
+/** One edit of serialized bytes. */
+export const byteEdit: fc.Arbitrary<ByteEdit> = fc.oneof(
+  fc.record({
+    op: fc.constant("flip" as const),
+    at: fc.nat(),
+    value: fc.integer({ min: 0, max: 255 }),
+  }),
+  fc.record({
+    op: fc.constant("cut" as const),
+    at: fc.nat(),
+    length: fc.integer({ min: 1, max: 16 }),
+  }),
+  fc.record({
+    op: fc.constant("insert" as const),
+    at: fc.nat(),
+    bytes: fc.oneof(
+      fc.uint8Array({ minLength: 1, maxLength: 8 }),
+      fc.constantFrom(
+        ...["{", "}", '"', "\\", ",", ":", "[", "\uFEFF", "\u0000", "null"]
+          .map((s) => encoder.encode(s)),
+      ),
+    ),
+  }),
+  fc.record({
+    op: fc.constant("repeat" as const),
+    at: fc.nat(),
+    length: fc.integer({ min: 1, max: 32 }),
+  }),
+);
+
+/** Applies byte edits in order; positions wrap around the current length. */
+export function applyEdits(
+  bytes: Uint8Array,
+  edits: readonly ByteEdit[],
+): Uint8Array {
+  let out = bytes;
+  for (const edit of edits) {
+    const at = out.length === 0 ? 0 : edit.at % (out.length + 1);
+    switch (edit.op) {
+      case "flip":
+        if (out.length === 0) break;
+        out = out.slice();
+        out[at % out.length] = edit.value;
+        break;
+      case "cut":
+        out = concat(out.subarray(0, at), out.subarray(at + edit.length));
+        break;
+      case "insert":
+        out = concat(out.subarray(0, at), edit.bytes, out.subarray(at));
+        break;
+      case "repeat":
+        out = concat(out.subarray(0, at + edit.length), out.subarray(at));
+        break;
+    }
+  }
+  return out;
+}
+
+function concat(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
+/** Attribute names that hostile producers send. */
+export const hostileName = fc.oneof(
+  fc.constantFrom(
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "time",
+    "datacontenttype",
+    "dataschema",
+    "subject",
+    "data",
+    "data_base64",
+    "classification",
+    "partitionkey",
+    "__proto__",
+    "constructor",
+    "Classification",
+    "trace-id",
+    "trace_id",
+    "averyveryverylongextensionname",
+    "",
+  ),
+  fc.string({ maxLength: 24 }),
+);
+/** Attribute values that hostile producers send. */
+export const hostileValue: fc.Arbitrary<unknown> = fc.oneof(
+  fc.jsonValue({ maxDepth: 3 }),
+  fc.constantFrom(
+    "",
+    "telemetry",
+    "Telemetry",
+    "../../etc",
+    "a/b",
+    "tele metry",
+    "tele\u0001metry",
+    "\uD800",
+    "x".repeat(5000),
+    "1.0",
+    "0.3",
+    "2.0",
+    1,
+    1.5,
+    2 ** 31,
+    "2024-13-45T99:00:00Z",
+    "2024-05-01T12:00:00Z",
+    "!!notbase64",
+    "AQID",
+    "application/json",
+    "application/octet-stream",
+    "text/plain; charset=latin1",
+  ),
+);
+
+/**
+ * A JSON object made from a valid event with hostile attributes set or
+ * removed (byte data dropped, so that the object is plain JSON).
+ */
+export function hostileEventJson(): fc.Arbitrary<Record<string, unknown>> {
+  return fc.tuple(
+    cloudEvent({ fittingData: false }),
+    fc.array(fc.tuple(hostileName, hostileValue), { maxLength: 4 }),
+    fc.array(hostileName, { maxLength: 2 }),
+  ).map(([event, changes, removals]) => {
+    const json: Record<string, unknown> = { ...event };
+    if (json.data instanceof Uint8Array) delete json.data;
+    for (const name of removals) delete json[name];
+    for (const [name, value] of changes) {
+      // defineProperty, so that "__proto__" becomes an own key.
+      Object.defineProperty(json, name, {
+        value,
+        enumerable: true,
+        configurable: true,
+        writable: true,
+      });
+    }
+    return json;
+  });
+}
+
+/**
+ * MQTT payloads a hostile or broken producer sends: random bytes, valid
+ * structured events with bytes flipped, cut or inserted, and events with
+ * hostile attributes.
+ */
+export function hostilePayload(): fc.Arbitrary<Uint8Array> {
+  return fc.oneof(
+    fc.uint8Array({ maxLength: 256 }),
+    fc.string({ unit: "binary", maxLength: 256 }).map((s) => encoder.encode(s)),
+    fc.tuple(
+      cloudEvent({ fittingData: false }),
+      fc.array(byteEdit, { minLength: 1, maxLength: 4 }),
+    ).map(([event, edits]) => {
+      let bytes: Uint8Array;
+      try {
+        bytes = serializeStructured(event);
+      } catch {
+        bytes = encoder.encode(JSON.stringify({ ...event, data: null }));
+      }
+      return applyEdits(bytes, edits);
+    }),
+    hostileEventJson().map((json) => encoder.encode(JSON.stringify(json))),
+  );
 }
