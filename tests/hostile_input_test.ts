@@ -554,7 +554,7 @@ Deno.test({
       received.push(
         fromMqttMessage({ topic, payload, properties: packet.properties }),
       );
-      if (received.length === 3) allReceived();
+      if (received.length === goods.length) allReceived();
     });
     const bridge = await startBridge(parseConfig({
       mqtt: {
@@ -574,14 +574,15 @@ Deno.test({
       log: { level: "error" },
     }));
 
-    const good = (n: number) =>
+    const good = (n: number, data: unknown = { n }) =>
       createCloudEvent({
         source: "/k2m",
         type: "dev.dataexchange.command",
         subject: `s${n}`,
-        data: { n },
+        data,
       });
-    const goods = [good(0), good(1), good(2)];
+    // The third carries an image: it must reach MQTT byte for byte.
+    const goods = [good(0), good(1), good(2, PNG)];
     const asBuffers = (record: ReturnType<typeof toKafkaRecord>) => ({
       key: record.key ? Buffer.from(record.key) : null,
       value: record.value ? Buffer.from(record.value) : null,
@@ -639,6 +640,9 @@ Deno.test({
       received.map((e) => e.id).sort(),
       goods.map((e) => e.id).sort(),
     );
+    const image = received.find((e) => e.id === goods[2].id)!;
+    assert.equal(image.datacontenttype, "application/octet-stream");
+    assert.deepEqual(new Uint8Array(image.data as Uint8Array), PNG);
     assert.deepEqual(
       dead.map((r) => header(r.message, "dx-error")),
       hostile.map((h) => h.code),
