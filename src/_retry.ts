@@ -14,7 +14,24 @@ import {
   type IBackoff,
 } from "cockatiel";
 
-/** One retry about to happen, as reported to `onRetry`. */
+/**
+ * One retry about to happen, as reported to `onRetry`.
+ *
+ * @example Watch the retries of a connection that comes up late
+ * ```ts
+ * import { connectWithRetry, type RetryEvent } from "@dataexchange/streams/kafka";
+ *
+ * const retries: RetryEvent[] = [];
+ * let calls = 0;
+ * await connectWithRetry(
+ *   () => ++calls < 2 ? Promise.reject(new Error("refused")) : Promise.resolve(),
+ *   ["127.0.0.1:9092"],
+ *   { onRetry: (event) => retries.push(event) },
+ * );
+ * const [first] = retries;
+ * console.log(first.attempt, first.delayMs <= 250, String(first.error)); // 1 true Error: refused
+ * ```
+ */
 export interface RetryEvent {
   /** 1 for the first retry. */
   attempt: number;

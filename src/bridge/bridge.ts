@@ -40,7 +40,44 @@ const LOCAL_BROKERS_HINT =
 /** Largest dead-letter value written when the original is refused as too large. */
 const TRUNCATED_DEAD_LETTER_BYTES = 64 * 1024;
 
-/** Counts of what the bridge did, per outcome. */
+/**
+ * Counts of what the bridge did, per outcome.
+ *
+ * @example Print progress while the bridge runs
+ * ```ts
+ * import {
+ *   type BridgeStats,
+ *   parseConfig,
+ *   runBridge,
+ * } from "@dataexchange/streams/bridge";
+ *
+ * function progress(stats: BridgeStats): string {
+ *   return `${stats.delivered} delivered, ${stats.deadLettered} dead-lettered, ` +
+ *     `${stats.inFlight} in flight of ${stats.received} received`;
+ * }
+ *
+ * // Needs MQTT and Kafka (`deno task brokers`): runs when this file is run as
+ * // a script.
+ * if (import.meta.main) {
+ *   const stats: BridgeStats = {
+ *     received: 0,
+ *     delivered: 0,
+ *     deadLettered: 0,
+ *     failed: 0,
+ *     inFlight: 0,
+ *     toMqtt: { published: 0, failed: 0, invalid: 0 },
+ *   };
+ *   const timer = setInterval(() => console.log(progress(stats)), 10_000);
+ *   try {
+ *     const config = parseConfig({}, Deno.env.toObject());
+ *     await runBridge(config, { stats, signal: AbortSignal.timeout(60_000) });
+ *   } finally {
+ *     clearInterval(timer);
+ *   }
+ *   console.log(progress(stats));
+ * }
+ * ```
+ */
 export interface BridgeStats {
   /** MQTT messages received. */
   received: number;
@@ -56,7 +93,36 @@ export interface BridgeStats {
   toMqtt: { published: number; failed: number; invalid: number };
 }
 
-/** Options of {@linkcode runBridge}. */
+/**
+ * Options of {@linkcode runBridge}.
+ *
+ * @example Embed the bridge with metrics and a readiness flag
+ * ```ts
+ * import {
+ *   parseConfig,
+ *   runBridge,
+ *   type RunBridgeOptions,
+ * } from "@dataexchange/streams/bridge";
+ * import { BridgeMetrics } from "@dataexchange/streams/metrics";
+ *
+ * const config = parseConfig({});
+ * const stop = new AbortController();
+ * let ready = false;
+ * const options: RunBridgeOptions = {
+ *   signal: stop.signal,
+ *   onReady: () => ready = true,
+ *   metrics: new BridgeMetrics({ routes: Object.keys(config.routes) }),
+ * };
+ *
+ * // Needs MQTT and Kafka (`deno task brokers`): runs when this file is run as
+ * // a script.
+ * if (import.meta.main) {
+ *   Deno.addSignalListener("SIGTERM", () => stop.abort());
+ *   const stats = await runBridge(config, options);
+ *   console.log(ready, stats.delivered);
+ * }
+ * ```
+ */
 export interface RunBridgeOptions {
   /** Stops the bridge: it stops reading, drains what is in flight, disconnects. */
   signal?: AbortSignal;
@@ -84,12 +150,16 @@ export interface RunBridgeOptions {
  *   `kafka.createTopics` is off; errors of the MQTT stream.
  *
  * @example Run until interrupted
- * ```ts ignore
+ * ```ts
  * import { parseConfig, runBridge } from "@dataexchange/streams/bridge";
  *
- * const controller = new AbortController();
- * Deno.addSignalListener("SIGINT", () => controller.abort());
- * await runBridge(parseConfig({}), { signal: controller.signal });
+ * // Needs MQTT and Kafka (`deno task brokers`): runs when this file is run as
+ * // a script.
+ * if (import.meta.main) {
+ *   const controller = new AbortController();
+ *   Deno.addSignalListener("SIGINT", () => controller.abort());
+ *   await runBridge(parseConfig({}), { signal: controller.signal });
+ * }
  * ```
  */
 export async function runBridge(

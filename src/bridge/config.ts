@@ -183,6 +183,15 @@ const configSchema = z.strictObject({
       .default("info").describe("Lowest level logged."),
   }).prefault({}),
 }).superRefine((config, context) => {
+  const sasl = config.kafka.sasl;
+  if (sasl && sasl.password === undefined && sasl.passwordFile === undefined) {
+    context.addIssue({
+      code: "custom",
+      path: ["kafka", "sasl", "password"],
+      message:
+        "SASL needs a password: set DX_KAFKA_SASL_PASSWORD or kafka.sasl.passwordFile",
+    });
+  }
   const eventTopics = [config.defaultTopic, ...Object.values(config.routes)];
   if (eventTopics.includes(config.deadLetterTopic)) {
     context.addIssue({
@@ -204,7 +213,19 @@ function isTopicFilter(filter: string): boolean {
   ) && !filter.includes("\0");
 }
 
-/** MQTT settings of the bridge. */
+/**
+ * MQTT settings of the bridge.
+ *
+ * @example The MQTT settings after defaults
+ * ```ts
+ * import { type MqttConfig, parseConfig } from "@dataexchange/streams/bridge";
+ *
+ * const mqtt: MqttConfig = parseConfig({
+ *   mqtt: { url: "mqtt://broker.example:1883", sharedGroup: "bridges" },
+ * }).mqtt;
+ * console.log(mqtt.clientId, mqtt.qos, mqtt.topics); // dx-bridge 1 [ "devices/#" ]
+ * ```
+ */
 export interface MqttConfig {
   /** Broker URL (mqtt://, mqtts://, ws://, wss://). Default `mqtt://127.0.0.1:1883`. */
   url: string;
@@ -246,7 +267,23 @@ export interface MqttConfig {
   tls?: TlsFiles | undefined;
 }
 
-/** Paths of PEM files for a TLS connection. */
+/**
+ * Paths of PEM files for a TLS connection.
+ *
+ * @example Describe a TLS setting for the start-up log
+ * ```ts
+ * import type { TlsFiles } from "@dataexchange/streams/bridge";
+ *
+ * function describeTls(tls: TlsFiles | undefined): string {
+ *   if (!tls) return "system CAs";
+ *   const parts = [tls.ca && `CA ${tls.ca}`, tls.cert && `certificate ${tls.cert}`];
+ *   parts.push(tls.rejectUnauthorized ? "verified" : "NOT verified");
+ *   return parts.filter(Boolean).join(", ");
+ * }
+ *
+ * console.log(describeTls({ ca: "/etc/dx/ca.pem", rejectUnauthorized: true })); // CA /etc/dx/ca.pem, verified
+ * ```
+ */
 export interface TlsFiles {
   /** CA certificates to trust. */
   ca?: string | undefined;
@@ -258,7 +295,20 @@ export interface TlsFiles {
   rejectUnauthorized: boolean;
 }
 
-/** Kafka settings of the bridge. */
+/**
+ * Kafka settings of the bridge.
+ *
+ * @example The environment wins over the file
+ * ```ts
+ * import { type KafkaConfig, parseConfig } from "@dataexchange/streams/bridge";
+ *
+ * const kafka: KafkaConfig = parseConfig(
+ *   { kafka: { brokers: ["kafka-1:9092", "kafka-2:9092"], batchSize: 200 } },
+ *   { DX_KAFKA_BATCH_SIZE: "1000" },
+ * ).kafka;
+ * console.log(kafka.batchSize, kafka.acks, kafka.mode); // 1000 all binary
+ * ```
+ */
 export interface KafkaConfig {
   /** Bootstrap brokers as host:port. Default `["127.0.0.1:9092"]`. */
   brokers: string[];
@@ -300,7 +350,24 @@ export interface KafkaConfig {
   } | undefined;
 }
 
-/** One Kafka → MQTT route of the bridge. */
+/**
+ * One Kafka → MQTT route of the bridge.
+ *
+ * @example A command route, with its defaults
+ * ```ts
+ * import {
+ *   type KafkaToMqttRoute,
+ *   parseConfig,
+ * } from "@dataexchange/streams/bridge";
+ *
+ * const [route]: KafkaToMqttRoute[] = parseConfig({
+ *   kafkaToMqtt: [
+ *     { topics: ["dx.commands"], mqttTopic: "devices/{subject}/commands" },
+ *   ],
+ * }).kafkaToMqtt;
+ * console.log(route.mode, route.fromBeginning, route.groupId); // structured false undefined
+ * ```
+ */
 export interface KafkaToMqttRoute {
   /** Kafka topics to read. */
   topics: string[];
@@ -317,7 +384,26 @@ export interface KafkaToMqttRoute {
   fromBeginning: boolean;
 }
 
-/** The validated bridge configuration, with every default filled in. */
+/**
+ * The validated bridge configuration, with every default filled in.
+ *
+ * @example Every Kafka topic a configuration uses
+ * ```ts
+ * import { type BridgeConfig, parseConfig } from "@dataexchange/streams/bridge";
+ *
+ * function kafkaTopics(config: BridgeConfig): string[] {
+ *   const topics = [
+ *     ...Object.values(config.routes),
+ *     config.defaultTopic,
+ *     config.deadLetterTopic,
+ *     ...config.kafkaToMqtt.flatMap((route) => route.topics),
+ *   ];
+ *   return [...new Set(topics)];
+ * }
+ *
+ * console.log(kafkaTopics(parseConfig({}))); // [ "dx.telemetry", "dx.alerts", "dx.unclassified", "dx.deadletter" ]
+ * ```
+ */
 export interface BridgeConfig {
   /** MQTT side. */
   mqtt: MqttConfig;
@@ -347,11 +433,29 @@ export interface BridgeConfig {
   };
 }
 
-/** The configuration as written in a file: every field optional. */
+/**
+ * The configuration as written in a file: every field optional.
+ *
+ * @example A configuration written in code, checked by the compiler
+ * ```ts
+ * import {
+ *   type BridgeConfigInput,
+ *   parseConfig,
+ * } from "@dataexchange/streams/bridge";
+ *
+ * const input: BridgeConfigInput = {
+ *   routes: { telemetry: "plant.telemetry" },
+ *   defaultTopic: "plant.other",
+ *   deadLetterTopic: "plant.dead",
+ *   drainTimeoutMs: 5_000,
+ * };
+ * console.log(parseConfig(input).routes); // { telemetry: "plant.telemetry" }
+ * ```
+ */
 export type BridgeConfigInput = {
   [K in keyof BridgeConfig]?: BridgeConfig[K] extends unknown[]
     ? BridgeConfig[K]
-    : BridgeConfig[K] extends Record<string, unknown> ? Partial<BridgeConfig[K]>
+    : BridgeConfig[K] extends object ? Partial<BridgeConfig[K]>
     : BridgeConfig[K];
 };
 
@@ -362,8 +466,25 @@ const schemaMatchesTypes: Same<z.infer<typeof configSchema>, BridgeConfig> =
   true;
 void schemaMatchesTypes;
 
-/** How an environment value is read for a field. */
-type EnvKind = "string" | "integer" | "boolean" | "list" | "json";
+/**
+ * How an environment value is read for a field.
+ *
+ * @example The variables that take a list
+ * ```ts
+ * import {
+ *   ENV_FIELDS,
+ *   type EnvKind,
+ *   envName,
+ * } from "@dataexchange/streams/bridge";
+ *
+ * const kind: EnvKind = "list";
+ * const names = Object.entries(ENV_FIELDS)
+ *   .filter(([, fieldKind]) => fieldKind === kind)
+ *   .map(([path]) => envName(path));
+ * console.log(names); // [ "DX_MQTT_TOPICS", "DX_KAFKA_BROKERS" ]
+ * ```
+ */
+export type EnvKind = "string" | "integer" | "boolean" | "list" | "json";
 
 const ENV_KIND_TEXT: Record<EnvKind, string> = {
   string: "text",
@@ -378,6 +499,15 @@ const ENV_KIND_TEXT: Record<EnvKind, string> = {
  * The variable is `DX_` and the field's path in upper snake case:
  * `kafka.clientId` is `DX_KAFKA_CLIENT_ID`. Lists are comma-separated;
  * `routes` and `kafkaToMqtt` take JSON.
+ *
+ * @example A help text of the environment variables
+ * ```ts
+ * import { ENV_FIELDS, envName } from "@dataexchange/streams/bridge";
+ *
+ * const help = Object.entries(ENV_FIELDS)
+ *   .map(([path, kind]) => `${envName(path).padEnd(32)} ${path} (${kind})`);
+ * console.log(help[0]); // DX_MQTT_URL                      mqtt.url (string)
+ * ```
  */
 export const ENV_FIELDS: Readonly<Record<string, EnvKind>> = {
   "mqtt.url": "string",
@@ -429,17 +559,43 @@ export const ENV_FIELDS: Readonly<Record<string, EnvKind>> = {
   "log.level": "string",
 };
 
-/** Fields that hold secrets: never read from the file, never printed. */
+/**
+ * Fields that hold secrets: never read from the file, never printed.
+ *
+ * @example Check a file before it is committed
+ * ```ts
+ * import { SECRET_FIELDS } from "@dataexchange/streams/bridge";
+ *
+ * function secretsIn(raw: Record<string, Record<string, unknown>>): string[] {
+ *   return SECRET_FIELDS.filter((path) => {
+ *     const [section, ...rest] = path.split(".");
+ *     let node: unknown = raw[section];
+ *     for (const key of rest) node = (node as Record<string, unknown>)?.[key];
+ *     return node !== undefined;
+ *   });
+ * }
+ *
+ * console.log(secretsIn({ mqtt: { password: "hunter2" } })); // [ "mqtt.password" ]
+ * ```
+ */
 export const SECRET_FIELDS: readonly string[] = [
   "mqtt.password",
   "kafka.sasl.password",
 ];
 
 /**
- * The environment variable of a configuration field.
+ * The environment variable of a configuration field. It never throws, and
+ * does not check that the field exists (see {@linkcode ENV_FIELDS}).
  *
  * @param path A field path such as `kafka.clientId`.
  * @returns Its variable, such as `DX_KAFKA_CLIENT_ID`.
+ *
+ * @example Tell the user which variable to set
+ * ```ts
+ * import { envName } from "@dataexchange/streams/bridge";
+ *
+ * console.log(`set ${envName("kafka.sasl.passwordFile")}`); // set DX_KAFKA_SASL_PASSWORD_FILE
+ * ```
  */
 export function envName(path: string): string {
   return "DX_" +
@@ -459,6 +615,31 @@ export function envName(path: string): string {
  * @returns The configuration with defaults filled in.
  * @throws {DataExchangeError} `invalid-config`, with one line per problem
  *   naming the field, what was given and what is allowed.
+ *
+ * @example A file, overridden by the environment
+ * ```ts
+ * import { parseConfig } from "@dataexchange/streams/bridge";
+ *
+ * const config = parseConfig(
+ *   { mqtt: { topics: ["devices/#"] }, routes: { alert: "dx.alerts" } },
+ *   { DX_MQTT_TOPICS: "plant/+/events,devices/#", DX_LOG_LEVEL: "debug" },
+ * );
+ * console.log(config.mqtt.topics, config.log.level); // [ "plant/+/events", "devices/#" ] debug
+ * ```
+ *
+ * @example Every problem at once
+ * ```ts
+ * import { parseConfig } from "@dataexchange/streams/bridge";
+ * import { isDataExchangeError } from "@dataexchange/streams/cloudevents";
+ *
+ * try {
+ *   parseConfig({ mqtt: { qos: 2 } }, { DX_KAFKA_BATCH_SIZE: "many" });
+ * } catch (error) {
+ *   if (!isDataExchangeError(error)) throw error;
+ *   console.log(error.code); // invalid-config
+ *   console.log(error.message.split("\n")[1]); //   kafka.batchSize: DX_KAFKA_BATCH_SIZE must be an integer; given "many"
+ * }
+ * ```
  */
 export function parseConfig(
   raw: unknown,
@@ -482,6 +663,15 @@ export function parseConfig(
         } or ${path}File`,
       );
     }
+  }
+  const fileUrl = getPath(input, "mqtt.url");
+  if (typeof fileUrl === "string" && URL_WITH_PASSWORD.test(fileUrl)) {
+    problems.push(
+      `  mqtt.url: secrets may not be written in the configuration, and this URL holds a password; ` +
+        `set mqtt.username and DX_MQTT_PASSWORD or mqtt.passwordFile (or the whole URL in DX_MQTT_URL); given ${
+          show(fileUrl)
+        }`,
+    );
   }
   for (const [path, kind] of Object.entries(ENV_FIELDS)) {
     const name = envName(path);
@@ -528,6 +718,26 @@ export function parseConfig(
  * @returns The configuration with defaults filled in.
  * @throws {DataExchangeError} `config-unreadable` when the file cannot be
  *   read or parsed; `invalid-config` when it breaks the schema.
+ *
+ * @example Load the file named on the command line
+ * ```ts
+ * import { loadConfigFile, redactConfig } from "@dataexchange/streams/bridge";
+ * import { isDataExchangeError } from "@dataexchange/streams/cloudevents";
+ *
+ * try {
+ *   await loadConfigFile("/no/such/dir/bridge.yaml");
+ * } catch (error) {
+ *   if (!isDataExchangeError(error)) throw error;
+ *   console.log(error.code); // config-unreadable
+ * }
+ *
+ * // Reads the file given as argument: runs when this file is run as a script.
+ * if (import.meta.main) {
+ *   const path = Deno.args[0] ?? "bridge.yaml";
+ *   const config = await loadConfigFile(path, Deno.env.toObject());
+ *   console.log(JSON.stringify(redactConfig(config), null, 2));
+ * }
+ * ```
  */
 export async function loadConfigFile(
   path: string,
@@ -590,10 +800,24 @@ function getPath(target: unknown, path: string): unknown {
 
 /**
  * A copy of the configuration with every secret replaced by `"***"`, for
- * printing and logging.
+ * printing and logging: the fields of {@linkcode SECRET_FIELDS}, and a
+ * password in `mqtt.url`. It never throws for a configuration that
+ * {@linkcode parseConfig} returned.
  *
  * @param config A validated configuration.
  * @returns The same configuration, secrets hidden.
+ *
+ * @example Print the effective configuration
+ * ```ts
+ * import { parseConfig, redactConfig } from "@dataexchange/streams/bridge";
+ *
+ * const config = parseConfig(
+ *   { mqtt: { username: "bridge" } },
+ *   { DX_MQTT_PASSWORD: "hunter2" },
+ * );
+ * const shown = redactConfig(config);
+ * console.log(shown.mqtt.password, config.mqtt.password); // *** hunter2
+ * ```
  */
 export function redactConfig(config: BridgeConfig): BridgeConfig {
   const copy = structuredClone(config);
@@ -602,7 +826,28 @@ export function redactConfig(config: BridgeConfig): BridgeConfig {
       setPath(copy as unknown as Record<string, unknown>, path, "***");
     }
   }
+  copy.mqtt.url = hideUrlPasswords(copy.mqtt.url);
   return copy;
+}
+
+/** A URL whose user information has a password: `mqtt://user:secret@host`. */
+const URL_WITH_PASSWORD = /^[a-z][a-z0-9+.-]*:\/\/[^\s/?#]*:[^\s/?#]*@/i;
+
+/**
+ * Replaces the password of every URL in a text with `***`. The user
+ * information runs to the last `@` before the host, so a password with an
+ * `@` in it is hidden whole; when in doubt, more is hidden, never less.
+ */
+function hideUrlPasswords(text: string): string {
+  return text.replace(
+    /([a-z][a-z0-9+.-]*:\/\/)([^\s/?#]*)@/gi,
+    (_match, scheme: string, userinfo: string) => {
+      const colon = userinfo.indexOf(":");
+      return colon < 0
+        ? `${scheme}${userinfo}@`
+        : `${scheme}${userinfo.slice(0, colon)}:***@`;
+    },
+  );
 }
 
 function setPath(
@@ -629,5 +874,7 @@ function show(value: unknown): string {
   } catch {
     text = String(value);
   }
+  // Before shortening, so that a cut cannot leave part of a password.
+  text = hideUrlPasswords(text);
   return text.length > 80 ? `${text.slice(0, 77)}...` : text;
 }

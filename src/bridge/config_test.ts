@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { isDataExchangeError } from "../errors.ts";
 import {
+  type BridgeConfigInput,
   ENV_FIELDS,
   envName,
   loadConfigFile,
@@ -209,4 +210,18 @@ Deno.test("secrets come only from the environment or a file, and are never shown
     })
   );
   assert.ok(!invalid.includes("no-sasl-section"), invalid);
+});
+
+Deno.test("BridgeConfigInput takes nested sections with only some of their fields", () => {
+  // Regression: nested sections did not type-check, because interfaces are
+  // not assignable to Record<string, unknown>.
+  const input: BridgeConfigInput = {
+    mqtt: { topics: ["plant/#"] },
+    kafka: { brokers: ["127.0.0.1:9092"], batchSize: 100 },
+    routes: { telemetry: "plant.telemetry" },
+  };
+  const config = parseConfig(input);
+  assert.deepEqual(config.mqtt.topics, ["plant/#"]);
+  assert.equal(config.kafka.batchSize, 100);
+  assert.equal(config.mqtt.maxInFlight, 1000);
 });

@@ -2,8 +2,38 @@
  * The MQTT → Kafka bridge as a library: its configuration schema and the
  * function that runs it.
  *
+ * @example Run the bridge from a configuration file, with metrics
+ * ```ts
+ * import { loadConfigFile, runBridge } from "@dataexchange/streams/bridge";
+ * import { BridgeMetrics, serveHealth } from "@dataexchange/streams/metrics";
+ *
+ * // Needs MQTT and Kafka (`deno task brokers`) and a bridge.yaml: runs when
+ * // this file is run as a script.
+ * if (import.meta.main) {
+ *   const config = await loadConfigFile("bridge.yaml", Deno.env.toObject());
+ *   const metrics = new BridgeMetrics({ routes: Object.keys(config.routes) });
+ *   await using _server = serveHealth({ port: 9464, metrics });
+ *   const stop = new AbortController();
+ *   Deno.addSignalListener("SIGINT", () => stop.abort());
+ *   const stats = await runBridge(config, { signal: stop.signal, metrics });
+ *   console.log(`${stats.delivered} delivered, ${stats.failed} left`);
+ * }
+ * ```
+ *
  * @module
  */
+export type { CloudEventErrorCode } from "../cloudevents/mod.ts";
+export type {
+  BreakerState as MetricsBreakerState,
+  BridgeMetrics,
+  BridgeMetricsOptions,
+  BridgeMetricsSnapshot,
+  Broker,
+  DeadLetterReason,
+  Direction,
+  Readiness,
+  RetryOperation,
+} from "../metrics/mod.ts";
 export {
   type BridgeStats,
   runBridge,
@@ -13,6 +43,7 @@ export {
   type BridgeConfig,
   type BridgeConfigInput,
   ENV_FIELDS,
+  type EnvKind,
   envName,
   type KafkaConfig,
   type KafkaToMqttRoute,

@@ -32,6 +32,27 @@ import { DataExchangeError, isDataExchangeError } from "../errors.ts";
  *   header value, text data) are not valid UTF-8.
  * - `unsupported-format`: a structured-mode message uses an event format other
  *   than JSON (`application/cloudevents+avro`, the batch format, ...).
+ *
+ * @example Count rejected payloads by reason
+ * ```ts
+ * import {
+ *   type CloudEventErrorCode,
+ *   fromMqttMessage,
+ *   isCloudEventError,
+ * } from "@dataexchange/streams/cloudevents";
+ *
+ * const rejected = new Map<CloudEventErrorCode, number>();
+ * for (const text of ["", "{", "[1]", '{"specversion":"1.0"}']) {
+ *   try {
+ *     const payload = new TextEncoder().encode(text);
+ *     fromMqttMessage({ topic: "sensors/7", payload });
+ *   } catch (error) {
+ *     if (!isCloudEventError(error)) throw error;
+ *     rejected.set(error.code, (rejected.get(error.code) ?? 0) + 1);
+ *   }
+ * }
+ * console.log([...rejected.keys()].join(" ")); // empty-payload malformed-json not-an-object missing-attribute
+ * ```
  */
 export type CloudEventErrorCode =
   | "empty-payload"
@@ -58,7 +79,38 @@ const CODES: ReadonlySet<string> = new Set<CloudEventErrorCode>([
   "unsupported-format",
 ]);
 
-/** Options accepted by {@linkcode CloudEventError}. */
+/**
+ * Options accepted by {@linkcode CloudEventError}.
+ *
+ * @example Name the attribute at fault and keep the cause
+ * ```ts
+ * import {
+ *   CloudEventError,
+ *   type CloudEventErrorOptions,
+ * } from "@dataexchange/streams/cloudevents";
+ *
+ * function checkTime(time: string): void {
+ *   if (Number.isNaN(Date.parse(time))) {
+ *     const options: CloudEventErrorOptions = {
+ *       attribute: "time",
+ *       cause: new RangeError(`not a date: ${time}`),
+ *     };
+ *     throw new CloudEventError(
+ *       "invalid-attribute",
+ *       `The "time" attribute is not a timestamp: "${time}"`,
+ *       options,
+ *     );
+ *   }
+ * }
+ *
+ * try {
+ *   checkTime("yesterday");
+ * } catch (error) {
+ *   if (!(error instanceof CloudEventError)) throw error;
+ *   console.log(error.attribute, error.cause instanceof RangeError); // time true
+ * }
+ * ```
+ */
 export interface CloudEventErrorOptions {
   /** The error that caused this one, such as a `SyntaxError` from `JSON.parse`. */
   cause?: unknown;
@@ -92,6 +144,8 @@ export class CloudEventError extends DataExchangeError {
   readonly attribute: string | undefined;
 
   /**
+   * Makes the error for one invalid event or message. It never throws.
+   *
    * @param code Why the event is invalid.
    * @param message A readable message naming the attribute, the value given
    * and what is allowed.
@@ -112,7 +166,7 @@ export class CloudEventError extends DataExchangeError {
 /**
  * Tells whether a value is a {@linkcode CloudEventError}, also when it comes
  * from another copy of this module (it checks the name and code, not only the
- * class).
+ * class). It never throws.
  *
  * @param value Any value, typically a caught error.
  * @returns `true` when `value` is a `DataExchangeError` named

@@ -28,16 +28,65 @@ import { CloudEventError } from "./error.ts";
 export { CloudEventError, isCloudEventError } from "./error.ts";
 export type { CloudEventErrorCode, CloudEventErrorOptions } from "./error.ts";
 
-/** The only CloudEvents specification version this module reads and writes. */
+/**
+ * The only CloudEvents specification version this module reads and writes.
+ *
+ * @example Refuse an event of another version before reading it
+ * ```ts
+ * import { SPEC_VERSION } from "@dataexchange/streams/cloudevents";
+ *
+ * const incoming = JSON.parse('{"specversion":"0.3","id":"1"}');
+ * if (incoming.specversion !== SPEC_VERSION) {
+ *   console.log(`cannot read CloudEvents ${incoming.specversion}`); // cannot read CloudEvents 0.3
+ * }
+ * ```
+ */
 export const SPEC_VERSION = "1.0";
 
 /**
  * The extension attribute that carries an event's classification, which the
  * router reads to choose a Kafka topic.
+ *
+ * @example Read the classification of an event
+ * ```ts
+ * import {
+ *   CLASSIFICATION_EXTENSION,
+ *   createCloudEvent,
+ * } from "@dataexchange/streams/cloudevents";
+ *
+ * const event = createCloudEvent({
+ *   source: "/sensors/7",
+ *   type: "com.example.alarm",
+ *   classification: "alert",
+ * });
+ * console.log(event[CLASSIFICATION_EXTENSION]); // alert
+ * ```
  */
 export const CLASSIFICATION_EXTENSION = "classification";
 
-/** The value of an extension attribute: a string, an int32 integer or a boolean. */
+/**
+ * The value of an extension attribute: a string, an int32 integer or a boolean.
+ *
+ * @example Extensions of each allowed kind
+ * ```ts
+ * import {
+ *   createCloudEvent,
+ *   type ExtensionValue,
+ * } from "@dataexchange/streams/cloudevents";
+ *
+ * const extensions: Record<string, ExtensionValue> = {
+ *   region: "eu-west",
+ *   firmware: 42,
+ *   calibrated: true,
+ * };
+ * const event = createCloudEvent({
+ *   source: "/sensors/7",
+ *   type: "com.example.reading",
+ *   extensions,
+ * });
+ * console.log(event.region, event.firmware, event.calibrated); // eu-west 42 true
+ * ```
+ */
 export type ExtensionValue = string | number | boolean;
 
 /**
@@ -47,6 +96,30 @@ export type ExtensionValue = string | number | boolean;
  * A key whose value is `undefined` counts as absent. `data` holds a JSON
  * value when the content type is JSON (or absent), a `Uint8Array` for binary
  * data, and a string for text.
+ *
+ * @example Describe an event whatever its data
+ * ```ts
+ * import {
+ *   type CloudEvent,
+ *   parseStructured,
+ * } from "@dataexchange/streams/cloudevents";
+ *
+ * function describe(event: CloudEvent): string {
+ *   const data = event.data instanceof Uint8Array
+ *     ? `${event.data.length} bytes`
+ *     : JSON.stringify(event.data);
+ *   return `${event.type} from ${event.source}: ${data}`;
+ * }
+ *
+ * const event = parseStructured(new TextEncoder().encode(JSON.stringify({
+ *   specversion: "1.0",
+ *   id: "r-1",
+ *   source: "/sensors/7",
+ *   type: "com.example.reading",
+ *   data: { celsius: 20 },
+ * })));
+ * console.log(describe(event)); // com.example.reading from /sensors/7: {"celsius":20}
+ * ```
  */
 export interface CloudEvent {
   /** The CloudEvents version; always `"1.0"`. */
@@ -71,7 +144,30 @@ export interface CloudEvent {
   readonly [extension: string]: unknown;
 }
 
-/** Options of {@linkcode createCloudEvent}. */
+/**
+ * Options of {@linkcode createCloudEvent}.
+ *
+ * @example Build the options in one place, create the events in another
+ * ```ts
+ * import {
+ *   createCloudEvent,
+ *   type CreateCloudEventOptions,
+ * } from "@dataexchange/streams/cloudevents";
+ *
+ * function reading(sensor: number, celsius: number): CreateCloudEventOptions {
+ *   return {
+ *     source: `/sensors/${sensor}`,
+ *     type: "com.example.reading",
+ *     classification: "telemetry",
+ *     time: new Date(Date.UTC(2025, 0, 1)),
+ *     data: { celsius },
+ *   };
+ * }
+ *
+ * const event = createCloudEvent(reading(7, 21.5));
+ * console.log(event.source, event.time); // /sensors/7 2025-01-01T00:00:00.000Z
+ * ```
+ */
 export interface CreateCloudEventOptions {
   /** The `source` attribute, a non-empty URI-reference such as `/sensors/42`. */
   source: string;

@@ -23,7 +23,32 @@ import { type CloudEvent, validateCloudEvent } from "./event.ts";
 import { CloudEventError } from "./error.ts";
 import { parseStructured, serializeStructured } from "./json_format.ts";
 
-/** A Kafka record as this module writes it: bytes only. */
+/**
+ * A Kafka record as this module writes it: bytes only.
+ *
+ * @example Hand a record to any Kafka client
+ * ```ts
+ * import {
+ *   createCloudEvent,
+ *   type KafkaRecord,
+ *   toKafkaRecord,
+ * } from "@dataexchange/streams/cloudevents";
+ *
+ * // The shape most clients take: header values as bytes, key and value too.
+ * function describe(record: KafkaRecord): string {
+ *   const names = Object.keys(record.headers).sort().join(",");
+ *   return `${record.value?.length ?? 0} bytes, headers ${names}`;
+ * }
+ *
+ * const event = createCloudEvent({
+ *   id: "r-1",
+ *   source: "/sensors/7",
+ *   type: "com.example.reading",
+ *   data: { celsius: 20 },
+ * });
+ * console.log(describe(toKafkaRecord(event))); // 14 bytes, headers ce_id,ce_source,ce_specversion,ce_time,ce_type,content-type
+ * ```
+ */
 export interface KafkaRecord {
   /** The record key; `null` for none. */
   readonly key: Uint8Array | null;
@@ -37,6 +62,20 @@ export interface KafkaRecord {
  * A header value as Kafka clients hand it over: bytes (kafkajs gives a
  * `Buffer`, a `Uint8Array` subclass), a string, an array for a repeated
  * header, or `undefined`.
+ *
+ * @example Read a header whichever way the client delivered it
+ * ```ts
+ * import type { KafkaHeaderValue } from "@dataexchange/streams/cloudevents";
+ *
+ * function headerText(value: KafkaHeaderValue): string | undefined {
+ *   const last = Array.isArray(value) ? value.at(-1) : value;
+ *   if (last === undefined) return undefined;
+ *   return typeof last === "string" ? last : new TextDecoder().decode(last);
+ * }
+ *
+ * console.log(headerText(new TextEncoder().encode("e-1"))); // e-1
+ * console.log(headerText(["first", "second"])); // second
+ * ```
  */
 export type KafkaHeaderValue =
   | Uint8Array
@@ -44,7 +83,30 @@ export type KafkaHeaderValue =
   | ReadonlyArray<Uint8Array | string>
   | undefined;
 
-/** A Kafka record as clients such as kafkajs deliver it. */
+/**
+ * A Kafka record as clients such as kafkajs deliver it.
+ *
+ * @example Decode a record as a consumer received it
+ * ```ts
+ * import {
+ *   fromKafkaRecord,
+ *   type IncomingKafkaRecord,
+ * } from "@dataexchange/streams/cloudevents";
+ *
+ * const record: IncomingKafkaRecord = {
+ *   key: null,
+ *   value: '{"celsius":20}',
+ *   headers: {
+ *     "ce_specversion": "1.0",
+ *     "ce_id": "r-1",
+ *     "ce_source": "/sensors/7",
+ *     "ce_type": "com.example.reading",
+ *     "content-type": "application/json",
+ *   },
+ * };
+ * console.log(fromKafkaRecord(record).data); // { celsius: 20 }
+ * ```
+ */
 export interface IncomingKafkaRecord {
   /** The record key; not read (see {@linkcode fromKafkaRecord}). */
   readonly key?: Uint8Array | string | null;
@@ -54,7 +116,32 @@ export interface IncomingKafkaRecord {
   readonly headers?: Readonly<Record<string, KafkaHeaderValue>>;
 }
 
-/** Options of {@linkcode toKafkaRecord}. */
+/**
+ * Options of {@linkcode toKafkaRecord}.
+ *
+ * @example The same event in both content modes
+ * ```ts
+ * import {
+ *   createCloudEvent,
+ *   toKafkaRecord,
+ *   type ToKafkaOptions,
+ * } from "@dataexchange/streams/cloudevents";
+ *
+ * const event = createCloudEvent({
+ *   source: "/sensors/7",
+ *   type: "com.example.reading",
+ *   data: { celsius: 20 },
+ * });
+ * for (const mode of ["binary", "structured"] as const) {
+ *   const options: ToKafkaOptions = { mode };
+ *   const record = toKafkaRecord(event, options);
+ *   const contentType = record.headers["content-type"];
+ *   console.log(mode, new TextDecoder().decode(contentType));
+ * }
+ * // binary application/json
+ * // structured application/cloudevents+json; charset=utf-8
+ * ```
+ */
 export interface ToKafkaOptions {
   /**
    * The content mode: `binary` puts the data in the value and the attributes
@@ -64,11 +151,67 @@ export interface ToKafkaOptions {
   mode?: "binary" | "structured";
 }
 
-/** The header that carries the content type (Kafka binding 3.2.1, 3.3.1). */
+/**
+ * The header that carries the content type (Kafka binding 3.2.1, 3.3.1).
+ *
+ * @example Tell a structured record from a binary one
+ * ```ts
+ * import {
+ *   CONTENT_TYPE_HEADER,
+ *   createCloudEvent,
+ *   toKafkaRecord,
+ * } from "@dataexchange/streams/cloudevents";
+ *
+ * const event = createCloudEvent({ source: "/sensors/7", type: "reading" });
+ * const record = toKafkaRecord(event, { mode: "structured" });
+ * const type = new TextDecoder().decode(record.headers[CONTENT_TYPE_HEADER]);
+ * console.log(type.startsWith("application/cloudevents+json")); // true
+ * ```
+ */
 export const CONTENT_TYPE_HEADER = "content-type";
-/** The prefix of attribute headers in binary mode (Kafka binding 3.2.3.1). */
+/**
+ * The prefix of attribute headers in binary mode (Kafka binding 3.2.3.1).
+ *
+ * @example List the attributes of a binary-mode record
+ * ```ts
+ * import {
+ *   ATTRIBUTE_HEADER_PREFIX,
+ *   createCloudEvent,
+ *   toKafkaRecord,
+ * } from "@dataexchange/streams/cloudevents";
+ *
+ * const event = createCloudEvent({
+ *   source: "/sensors/7",
+ *   type: "reading",
+ *   classification: "telemetry",
+ * });
+ * const attributes = Object.keys(toKafkaRecord(event).headers)
+ *   .filter((name) => name.startsWith(ATTRIBUTE_HEADER_PREFIX))
+ *   .map((name) => name.slice(ATTRIBUTE_HEADER_PREFIX.length));
+ * console.log(attributes.includes("classification")); // true
+ * ```
+ */
 export const ATTRIBUTE_HEADER_PREFIX = "ce_";
-/** The extension that maps to the record key (Kafka binding 3.1). */
+/**
+ * The extension that maps to the record key (Kafka binding 3.1).
+ *
+ * @example Keep the events of one device on one partition
+ * ```ts
+ * import {
+ *   createCloudEvent,
+ *   PARTITION_KEY_EXTENSION,
+ *   toKafkaRecord,
+ * } from "@dataexchange/streams/cloudevents";
+ *
+ * const event = createCloudEvent({
+ *   source: "/sensors/7",
+ *   type: "reading",
+ *   extensions: { [PARTITION_KEY_EXTENSION]: "sensor-7" },
+ * });
+ * const key = toKafkaRecord(event).key;
+ * console.log(key && new TextDecoder().decode(key)); // sensor-7
+ * ```
+ */
 export const PARTITION_KEY_EXTENSION = "partitionkey";
 
 /**

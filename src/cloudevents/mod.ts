@@ -15,7 +15,8 @@
  *   each event, and what to keep of messages that are not events.
  *
  * Every failure to read an event is a {@linkcode CloudEventError} with a
- * stable `code`.
+ * stable `code`. It extends {@linkcode DataExchangeError}, the base of every
+ * error of this package, exported here with {@linkcode isDataExchangeError}.
  *
  * @example Bridge one MQTT message to a Kafka record
  * ```ts
@@ -67,6 +68,11 @@ export {
   SPEC_VERSION,
   validateCloudEvent,
 } from "./event.ts";
+export {
+  DataExchangeError,
+  type DataExchangeErrorOptions,
+  isDataExchangeError,
+} from "../errors.ts";
 export { parseStructured, serializeStructured } from "./json_format.ts";
 export {
   ATTRIBUTE_HEADER_PREFIX,

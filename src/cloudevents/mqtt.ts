@@ -23,7 +23,31 @@ import { type CloudEvent, validateCloudEvent } from "./event.ts";
 import { CloudEventError } from "./error.ts";
 import { parseStructured, serializeStructured } from "./json_format.ts";
 
-/** An MQTT PUBLISH message, as far as the binding needs it. */
+/**
+ * An MQTT PUBLISH message, as far as the binding needs it.
+ *
+ * @example Adapt a message from any MQTT client
+ * ```ts
+ * import {
+ *   fromMqttMessage,
+ *   type MqttMessage,
+ * } from "@dataexchange/streams/cloudevents";
+ *
+ * // What an MQTT client hands over, reduced to what the binding reads.
+ * const text = JSON.stringify({
+ *   specversion: "1.0",
+ *   id: "r-1",
+ *   source: "/sensors/7",
+ *   type: "com.example.reading",
+ * });
+ * const message: MqttMessage = {
+ *   topic: "sensors/7",
+ *   payload: new TextEncoder().encode(text),
+ *   qos: 1,
+ * };
+ * console.log(fromMqttMessage(message).id); // r-1
+ * ```
+ */
 export interface MqttMessage {
   /** The topic name. */
   readonly topic: string;
@@ -46,13 +70,51 @@ export interface MqttMessage {
   };
 }
 
-/** Options of {@linkcode fromMqttMessage}. */
+/**
+ * Options of {@linkcode fromMqttMessage}.
+ *
+ * @example Read a message that came over MQTT 3.1.1
+ * ```ts
+ * import {
+ *   createCloudEvent,
+ *   fromMqttMessage,
+ *   type FromMqttOptions,
+ *   toMqttMessage,
+ * } from "@dataexchange/streams/cloudevents";
+ *
+ * const event = createCloudEvent({ source: "/sensors/7", type: "reading" });
+ * const message = toMqttMessage(event, "sensors/7", { protocolVersion: 4 });
+ * const options: FromMqttOptions = { protocolVersion: 4 };
+ * console.log(fromMqttMessage(message, options).id === event.id); // true
+ * ```
+ */
 export interface FromMqttOptions {
   /** The MQTT protocol version the message came with: 4 (3.1.1) or 5. Default 5. */
   protocolVersion?: 4 | 5;
 }
 
-/** Options of {@linkcode toMqttMessage}. */
+/**
+ * Options of {@linkcode toMqttMessage}.
+ *
+ * @example Publish in binary mode to an MQTT 5 broker
+ * ```ts
+ * import {
+ *   createCloudEvent,
+ *   toMqttMessage,
+ *   type ToMqttOptions,
+ * } from "@dataexchange/streams/cloudevents";
+ *
+ * const event = createCloudEvent({
+ *   source: "/sensors/7",
+ *   type: "reading",
+ *   data: { celsius: 20 },
+ * });
+ * const options: ToMqttOptions = { mode: "binary" };
+ * const message = toMqttMessage(event, "sensors/7", options);
+ * console.log(message.properties?.contentType); // application/json
+ * console.log(new TextDecoder().decode(message.payload)); // {"celsius":20}
+ * ```
+ */
 export interface ToMqttOptions {
   /**
    * The content mode: `structured` puts the event, in the JSON event format,

@@ -13,7 +13,25 @@ import { encodeUtf8 } from "./_utf8.ts";
 import { CLASSIFICATION_EXTENSION, type CloudEvent } from "./event.ts";
 import type { KafkaRecord } from "./kafka.ts";
 
-/** Options of {@linkcode createRouter}. */
+/**
+ * Options of {@linkcode createRouter}.
+ *
+ * @example Routes from a configuration file
+ * ```ts
+ * import {
+ *   createRouter,
+ *   type RouterOptions,
+ * } from "@dataexchange/streams/cloudevents";
+ *
+ * const config = JSON.parse(`{
+ *   "routes": { "telemetry": "dx.telemetry", "alert": "dx.alerts" },
+ *   "defaultTopic": "dx.unclassified",
+ *   "deadLetterTopic": "dx.deadletter"
+ * }`);
+ * const options: RouterOptions = config;
+ * console.log(createRouter(options).topics.length); // 4
+ * ```
+ */
 export interface RouterOptions {
   /**
    * Kafka topic by classification, such as `{ telemetry: "dx.telemetry" }`.
@@ -27,7 +45,37 @@ export interface RouterOptions {
   deadLetterTopic: string;
 }
 
-/** Where an event goes. */
+/**
+ * Where an event goes.
+ *
+ * @example Count deliveries per route, with a bounded label set
+ * ```ts
+ * import {
+ *   createCloudEvent,
+ *   createRouter,
+ *   type Route,
+ * } from "@dataexchange/streams/cloudevents";
+ *
+ * const router = createRouter({
+ *   routes: { telemetry: "dx.telemetry" },
+ *   defaultTopic: "dx.other",
+ *   deadLetterTopic: "dx.dead",
+ * });
+ * const delivered = new Map<string, number>();
+ * function count({ route }: Route): void {
+ *   delivered.set(route, (delivered.get(route) ?? 0) + 1);
+ * }
+ * for (const classification of ["telemetry", "made-up", "telemetry"]) {
+ *   const event = createCloudEvent({
+ *     source: "/s",
+ *     type: "t",
+ *     classification,
+ *   });
+ *   count(router.route(event));
+ * }
+ * console.log(Object.fromEntries(delivered)); // { telemetry: 2, default: 1 }
+ * ```
+ */
 export interface Route {
   /** The Kafka topic, one of the configured ones. */
   readonly topic: string;
@@ -38,7 +86,31 @@ export interface Route {
   readonly route: string;
 }
 
-/** Routes events to the configured Kafka topics. */
+/**
+ * Routes events to the configured Kafka topics.
+ *
+ * @example Check the topics, then route
+ * ```ts
+ * import {
+ *   createCloudEvent,
+ *   createRouter,
+ *   type Router,
+ * } from "@dataexchange/streams/cloudevents";
+ *
+ * const router: Router = createRouter({
+ *   routes: { alert: "dx.alerts" },
+ *   defaultTopic: "dx.other",
+ *   deadLetterTopic: "dx.dead",
+ * });
+ * console.log(router.topics); // [ "dx.other", "dx.alerts", "dx.dead" ]
+ * const event = createCloudEvent({
+ *   source: "/s",
+ *   type: "t",
+ *   classification: "alert",
+ * });
+ * console.log(router.route(event).topic); // dx.alerts
+ * ```
+ */
 export interface Router {
   /** The dead-letter topic from the configuration. */
   readonly deadLetterTopic: string;
@@ -57,10 +129,46 @@ export interface Router {
   route(event: CloudEvent): Route;
 }
 
-/** The route label of events that match no configured classification. */
+/**
+ * The route label of events that match no configured classification.
+ *
+ * @example Notice events that no route claims
+ * ```ts
+ * import {
+ *   createCloudEvent,
+ *   createRouter,
+ *   DEFAULT_ROUTE,
+ * } from "@dataexchange/streams/cloudevents";
+ *
+ * const router = createRouter({
+ *   routes: { telemetry: "dx.telemetry" },
+ *   defaultTopic: "dx.other",
+ *   deadLetterTopic: "dx.dead",
+ * });
+ * const event = createCloudEvent({ source: "/s", type: "t" });
+ * if (router.route(event).route === DEFAULT_ROUTE) {
+ *   console.log(`unclassified event from ${event.source}`); // unclassified event from /s
+ * }
+ * ```
+ */
 export const DEFAULT_ROUTE = "default";
 
-/** The longest Kafka topic name. */
+/**
+ * The longest Kafka topic name.
+ *
+ * @example Make a topic name from user input
+ * ```ts
+ * import {
+ *   isKafkaTopicName,
+ *   MAX_TOPIC_LENGTH,
+ * } from "@dataexchange/streams/cloudevents";
+ *
+ * const tenant = "acme corp/eu".repeat(30);
+ * const topic = `dx.${tenant.replace(/[^A-Za-z0-9._-]/g, "_")}`
+ *   .slice(0, MAX_TOPIC_LENGTH);
+ * console.log(topic.length, isKafkaTopicName(topic)); // 249 true
+ * ```
+ */
 export const MAX_TOPIC_LENGTH = 249;
 
 /**
@@ -175,7 +283,8 @@ function checkTopic(topic: unknown, option: string): string {
 
 /**
  * Tells whether a string is a legal Kafka topic name: 1 to 249 characters of
- * ASCII letters, digits, `.`, `_` and `-`, and not `.` or `..`.
+ * ASCII letters, digits, `.`, `_` and `-`, and not `.` or `..`. It never
+ * throws for a string.
  *
  * @param name The candidate name.
  * @returns `true` when Kafka accepts the name.
@@ -200,7 +309,25 @@ export function isKafkaTopicName(name: string): boolean {
   return true;
 }
 
-/** What {@linkcode deadLetterRecord} needs to know of a failed message. */
+/**
+ * What {@linkcode deadLetterRecord} needs to know of a failed message.
+ *
+ * @example Dead-letter a Kafka record, keeping where it came from
+ * ```ts
+ * import {
+ *   deadLetterRecord,
+ *   type DeadLetterInput,
+ * } from "@dataexchange/streams/cloudevents";
+ *
+ * const input: DeadLetterInput = {
+ *   payload: new TextEncoder().encode("{oops"),
+ *   error: { code: "malformed-json", message: "not JSON" },
+ *   headers: { "dx-source-topic": "dx.commands", "dx-source-offset": "42" },
+ * };
+ * const record = deadLetterRecord(input);
+ * console.log(Object.keys(record.headers).join(" ")); // dx-source-topic dx-source-offset dx-error dx-error-detail
+ * ```
+ */
 export interface DeadLetterInput {
   /** The message bytes exactly as received. */
   readonly payload: Uint8Array;
@@ -212,7 +339,27 @@ export interface DeadLetterInput {
   readonly headers?: Readonly<Record<string, string>>;
 }
 
-/** The header names of dead-letter records. */
+/**
+ * The header names of dead-letter records.
+ *
+ * @example Read why a record was dead-lettered
+ * ```ts
+ * import {
+ *   DEAD_LETTER_HEADERS,
+ *   deadLetterRecord,
+ * } from "@dataexchange/streams/cloudevents";
+ *
+ * const record = deadLetterRecord({
+ *   payload: new Uint8Array([0xff]),
+ *   error: { code: "invalid-encoding", message: "not UTF-8" },
+ *   mqttTopic: "sensors/7",
+ * });
+ * const text = (name: string) =>
+ *   new TextDecoder().decode(record.headers[name]);
+ * console.log(text(DEAD_LETTER_HEADERS.error)); // invalid-encoding
+ * console.log(text(DEAD_LETTER_HEADERS.mqttTopic)); // sensors/7
+ * ```
+ */
 export const DEAD_LETTER_HEADERS: {
   readonly error: "dx-error";
   readonly detail: "dx-error-detail";
@@ -223,7 +370,24 @@ export const DEAD_LETTER_HEADERS: {
   mqttTopic: "dx-mqtt-topic",
 });
 
-/** The most characters of an error message a dead-letter record carries. */
+/**
+ * The most characters of an error message a dead-letter record carries.
+ *
+ * @example A long message is cut
+ * ```ts
+ * import {
+ *   deadLetterRecord,
+ *   MAX_ERROR_DETAIL_CHARS,
+ * } from "@dataexchange/streams/cloudevents";
+ *
+ * const record = deadLetterRecord({
+ *   payload: new Uint8Array(0),
+ *   error: { code: "kafka-rejected", message: "x".repeat(5000) },
+ * });
+ * const detail = new TextDecoder().decode(record.headers["dx-error-detail"]);
+ * console.log(detail.length <= MAX_ERROR_DETAIL_CHARS); // true
+ * ```
+ */
 export const MAX_ERROR_DETAIL_CHARS = 1024;
 
 /**

@@ -25,10 +25,46 @@ import {
 } from "cockatiel";
 import { abortableDelay, type RetryEvent } from "../_retry.ts";
 
-/** The state of a circuit breaker. */
+/**
+ * The state of a circuit breaker.
+ *
+ * @example Readiness from the breaker's state
+ * ```ts
+ * import type { BreakerState } from "@dataexchange/streams/kafka";
+ *
+ * function ready(state: BreakerState): boolean {
+ *   return state !== "open";
+ * }
+ * console.log(ready("closed"), ready("half-open"), ready("open")); // true true false
+ * ```
+ */
 export type BreakerState = "closed" | "open" | "half-open";
 
-/** A change of a breaker's state, as reported to `onStateChange`. */
+/**
+ * A change of a breaker's state, as reported to `onStateChange`.
+ *
+ * @example Feed the breaker's changes to the metrics
+ * ```ts
+ * import type { BreakerStateChange } from "@dataexchange/streams/kafka";
+ * import { BridgeMetrics } from "@dataexchange/streams/metrics";
+ *
+ * const metrics = new BridgeMetrics({ routes: ["telemetry"] });
+ * function onBreakerStateChange(change: BreakerStateChange): void {
+ *   metrics.setBreakerState(change.state);
+ *   if (change.state === "open") {
+ *     console.log(`Kafka held down after ${change.previous}: ${change.error}`);
+ *   }
+ * }
+ *
+ * // What a KafkaSink reports when produce requests keep failing:
+ * onBreakerStateChange({
+ *   state: "open",
+ *   previous: "closed",
+ *   error: new Error("broker down"),
+ * }); // Kafka held down after closed: Error: broker down
+ * console.log(metrics.snapshot().breakerState); // open
+ * ```
+ */
 export interface BreakerStateChange {
   /** The new state. */
   state: BreakerState;

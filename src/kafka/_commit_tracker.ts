@@ -67,10 +67,45 @@ export class PartitionTrack {
   }
 }
 
-/** A commit to send: Kafka's convention, the next offset to read. */
+/**
+ * A commit to send: Kafka's convention, the next offset to read.
+ *
+ * @example Log each commit of a stream
+ * ```ts
+ * import {
+ *   kafkaStream,
+ *   type OffsetCommit,
+ * } from "@dataexchange/streams/kafka";
+ *
+ * function describe(commits: readonly OffsetCommit[]): string {
+ *   return commits
+ *     .map(({ topic, partition, offset }) => `${topic}[${partition}]@${offset}`)
+ *     .join(", ");
+ * }
+ * console.log(describe([{ topic: "dx.telemetry", partition: 0, offset: "42" }])); // dx.telemetry[0]@42
+ *
+ * // Needs Kafka on 127.0.0.1:9092: runs when this file is run as a script.
+ * if (import.meta.main) {
+ *   const stream = kafkaStream({
+ *     brokers: ["127.0.0.1:9092"],
+ *     groupId: "audit",
+ *     topics: ["dx.telemetry"],
+ *     deadLetterTopic: "dx.deadletter",
+ *     onCommit: (commits) => console.log(`committed ${describe(commits)}`),
+ *   });
+ *   for await (const envelope of stream) envelope.ack();
+ * }
+ * ```
+ */
 export interface OffsetCommit {
+  /** The topic of the partition. */
   topic: string;
+  /** The partition number. */
   partition: number;
+  /**
+   * The offset of the next record to read, as a decimal string: one past the
+   * last record acknowledged.
+   */
   offset: string;
 }
 

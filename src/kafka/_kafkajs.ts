@@ -7,10 +7,54 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { Buffer } from "node:buffer";
-import { Kafka, logLevel, type Message, type SASLOptions } from "kafkajs";
+import {
+  type Admin,
+  type AdminConfig,
+  type Consumer,
+  type ConsumerConfig,
+  Kafka,
+  type KafkaConfig,
+  logLevel,
+  type Message,
+  type Producer,
+  type ProducerConfig,
+  type SASLOptions,
+} from "kafkajs";
 import type { KafkaRecord } from "../cloudevents/mod.ts";
+import { DataExchangeError } from "../errors.ts";
 
-/** Connection settings shared by the Kafka sink and stream. */
+/**
+ * Connection settings shared by the Kafka sink and stream.
+ *
+ * @example One connection setting for a sink and a stream
+ * ```ts
+ * import {
+ *   type KafkaConnectionOptions,
+ *   KafkaSink,
+ *   kafkaStream,
+ * } from "@dataexchange/streams/kafka";
+ *
+ * const connection: KafkaConnectionOptions = {
+ *   brokers: ["127.0.0.1:9092"],
+ *   clientId: "sensor-gateway",
+ *   requestTimeoutMs: 10_000,
+ *   connectionTimeoutMs: 2_000,
+ * };
+ *
+ * // Needs Kafka on 127.0.0.1:9092: runs when this file is run as a script.
+ * if (import.meta.main) {
+ *   await using sink = await KafkaSink.connect({ ...connection, lingerMs: 10 });
+ *   const stream = kafkaStream({
+ *     ...connection,
+ *     groupId: "gateway",
+ *     topics: ["dx.commands"],
+ *     deadLetterTopic: "dx.deadletter",
+ *   });
+ *   for await (const envelope of stream) envelope.ack();
+ *   await sink.flush();
+ * }
+ * ```
+ */
 export interface KafkaConnectionOptions {
   /** Bootstrap brokers as `host:port`. */
   brokers: readonly string[];
@@ -26,7 +70,29 @@ export interface KafkaConnectionOptions {
   sasl?: KafkaSaslOptions;
 }
 
-/** PEM contents (not paths) for a TLS connection to Kafka. */
+/**
+ * PEM contents (not paths) for a TLS connection to Kafka.
+ *
+ * @example Mutual TLS from PEM files
+ * ```ts
+ * import { KafkaSink, type KafkaTlsOptions } from "@dataexchange/streams/kafka";
+ *
+ * async function tlsFrom(dir: string): Promise<KafkaTlsOptions> {
+ *   return {
+ *     ca: await Deno.readTextFile(`${dir}/ca.pem`),
+ *     cert: await Deno.readTextFile(`${dir}/client.pem`),
+ *     key: await Deno.readTextFile(`${dir}/client-key.pem`),
+ *     rejectUnauthorized: true,
+ *   };
+ * }
+ *
+ * // Needs a TLS listener and the PEM files: runs as a script only.
+ * if (import.meta.main) {
+ *   const tls = await tlsFrom("/etc/dx/kafka");
+ *   await using sink = await KafkaSink.connect({ brokers: ["kafka:9093"], tls });
+ * }
+ * ```
+ */
 export interface KafkaTlsOptions {
   /** CA certificates to trust. */
   ca?: string;
@@ -38,7 +104,28 @@ export interface KafkaTlsOptions {
   rejectUnauthorized?: boolean;
 }
 
-/** SASL credentials for Kafka. */
+/**
+ * SASL credentials for Kafka.
+ *
+ * @example SCRAM login with the password from the environment
+ * ```ts
+ * import { KafkaSink, type KafkaSaslOptions } from "@dataexchange/streams/kafka";
+ *
+ * // Needs a broker with this SASL user: runs as a script only.
+ * if (import.meta.main) {
+ *   const sasl: KafkaSaslOptions = {
+ *     mechanism: "scram-sha-512",
+ *     username: "bridge",
+ *     password: Deno.env.get("KAFKA_PASSWORD") ?? "",
+ *   };
+ *   await using sink = await KafkaSink.connect({
+ *     brokers: ["kafka:9093"],
+ *     tls: true,
+ *     sasl,
+ *   });
+ * }
+ * ```
+ */
 export interface KafkaSaslOptions {
   /** The mechanism. */
   mechanism: "plain" | "scram-sha-256" | "scram-sha-512";
@@ -50,14 +137,18 @@ export interface KafkaSaslOptions {
 
 const kafkajsLogger = getLogger(["dataexchange", "kafka", "kafkajs"]);
 
-/** Creates a kafkajs client whose logs go to LogTape. */
+/**
+ * Creates a kafkajs client whose logs go to LogTape, and whose producers,
+ * consumers and admin clients fail to connect with errors that say what to
+ * do (see {@linkcode explainConnectError}).
+ */
 export function createKafka(options: KafkaConnectionOptions): Kafka {
   if (options.brokers.length === 0) {
     throw new TypeError(
       "Kafka needs at least one bootstrap broker as host:port, got none",
     );
   }
-  return new Kafka({
+  return new ExplainingKafka(options, {
     clientId: options.clientId ?? "dx-bridge",
     brokers: [...options.brokers],
     requestTimeout: options.requestTimeoutMs ?? 30000,
@@ -90,6 +181,133 @@ export function createKafka(options: KafkaConnectionOptions): Kafka {
       });
     },
   });
+}
+
+/**
+ * A kafkajs client whose clients' `connect()` rejects with
+ * {@linkcode explainConnectError}'s account of a refused login or a TLS
+ * failure, the kafkajs error as its `cause`.
+ */
+class ExplainingKafka extends Kafka {
+  readonly #options: KafkaConnectionOptions;
+
+  constructor(options: KafkaConnectionOptions, config: KafkaConfig) {
+    super(config);
+    this.#options = options;
+  }
+
+  override producer(config?: ProducerConfig): Producer {
+    return explainingConnect(super.producer(config), this.#options);
+  }
+
+  override consumer(config: ConsumerConfig): Consumer {
+    return explainingConnect(super.consumer(config), this.#options);
+  }
+
+  override admin(config?: AdminConfig): Admin {
+    return explainingConnect(super.admin(config), this.#options);
+  }
+}
+
+function explainingConnect<T extends { connect(): Promise<void> }>(
+  client: T,
+  options: KafkaConnectionOptions,
+): T {
+  const connect = client.connect.bind(client);
+  client.connect = () =>
+    connect().catch((error: unknown) => {
+      throw explainConnectError(error, options);
+    });
+  return client;
+}
+
+/**
+ * Node TLS error codes that mean the broker's certificate did not verify
+ * against the trusted CAs, or did not name the host.
+ */
+const TLS_VERIFY_CODES: ReadonlySet<string> = new Set([
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "CERT_UNTRUSTED",
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+  "CERT_SIGNATURE_FAILURE",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+]);
+
+/**
+ * Turns a failed connection attempt into an error that says what failed,
+ * where, and what to do: a refused SASL login (`kafka-auth-failed`), a broker
+ * certificate that does not verify or a handshake the broker refused
+ * (`kafka-tls-failed`). Both are not retriable: the same settings fail the
+ * same way until someone changes them. Any other error (the broker is down,
+ * say) is returned as it is. The password never appears in the message.
+ *
+ * @param error What `connect()` threw.
+ * @param options The connection settings, for the broker list, user and mechanism.
+ * @returns The explained error, with `error` as its `cause`, or `error` itself.
+ */
+export function explainConnectError(
+  error: unknown,
+  options: KafkaConnectionOptions,
+): unknown {
+  const brokers = options.brokers.join(",");
+  const chain = causes(error);
+  const sasl = options.sasl;
+  const refused = chain.find((each) =>
+    each.name === "KafkaJSSASLAuthenticationError"
+  );
+  if (refused) {
+    const who = sasl
+      ? `the SASL ${sasl.mechanism.toUpperCase()} login of user "${sasl.username}"`
+      : "the SASL login";
+    return new DataExchangeError(
+      "kafka-auth-failed",
+      `Kafka at ${brokers} refused ${who} (${refused.message}); ` +
+        "check the SASL user name and password, and that the broker has this user for this mechanism",
+      { cause: error },
+    );
+  }
+  const tlsCode = chain.map((each) => (each as { code?: unknown }).code)
+    .find((code) => typeof code === "string" && TLS_VERIFY_CODES.has(code));
+  if (tlsCode !== undefined) {
+    const failed = chain.find((each) =>
+      (each as { code?: unknown }).code === tlsCode
+    )!;
+    return new DataExchangeError(
+      "kafka-tls-failed",
+      `The TLS certificate of Kafka at ${brokers} did not verify (${tlsCode}: ${failed.message}); ` +
+        "trust the CA that signed it (the TLS ca file), and connect by a host name or IP address the certificate names",
+      { cause: error },
+    );
+  }
+  const handshake = chain.find((each) =>
+    /before secure TLS connection was established|alert|handshake/i.test(
+      each.message,
+    )
+  );
+  if (options.tls && handshake) {
+    return new DataExchangeError(
+      "kafka-tls-failed",
+      `The TLS handshake with Kafka at ${brokers} failed (${handshake.message}); ` +
+        "check that this port is a TLS (SSL or SASL_SSL) listener, and that a client certificate is given if the broker requires one",
+      { cause: error },
+    );
+  }
+  return error;
+}
+
+function causes(error: unknown): Error[] {
+  const chain: Error[] = [];
+  let current: unknown = error;
+  for (let depth = 0; depth < 8 && current instanceof Error; depth++) {
+    chain.push(current);
+    current = current.cause;
+  }
+  return chain;
 }
 
 /** Views bytes as a Buffer without copying them. */
@@ -136,13 +354,16 @@ export function recordErrorType(error: unknown): string | undefined {
   return undefined;
 }
 
-/** A short description of an error and its causes, for logs and headers. */
+/**
+ * A short description of an error and its causes, for logs and headers. A
+ * cause whose message the text already holds is not repeated.
+ */
 export function describeError(error: unknown): string {
   const parts: string[] = [];
   let current: unknown = error;
   for (let depth = 0; depth < 4 && current !== undefined; depth++) {
     const text = current instanceof Error ? current.message : String(current);
-    if (!parts.includes(text)) parts.push(text);
+    if (!parts.some((part) => part.includes(text))) parts.push(text);
     current = current instanceof Error ? current.cause : undefined;
   }
   return parts.join(": ");

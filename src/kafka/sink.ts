@@ -27,9 +27,45 @@ import {
 
 const logger = getLogger(["dataexchange", "kafka", "producer"]);
 
+/**
+ * Most bytes of records in one produce request. Kafka refuses a record batch
+ * larger than `message.max.bytes` (1,048,588 by default) as a whole, so a
+ * batch of 500 records of 4 KiB would fail and be sent again record by
+ * record; batches are cut below that size instead. A single larger record
+ * still goes alone.
+ */
+const MAX_REQUEST_BYTES = 1_000_000;
+/** Bytes a record takes in a batch beyond its key, value and headers, at most. */
+const RECORD_OVERHEAD_BYTES = 32;
+
 export type { BreakerState, BreakerStateChange } from "./_breaker.ts";
 
-/** Options of {@linkcode KafkaSink.connect}. */
+/**
+ * Options of {@linkcode KafkaSink.connect}.
+ *
+ * @example Larger, compressed batches and a watchful breaker
+ * ```ts
+ * import { KafkaSink, type KafkaSinkOptions } from "@dataexchange/streams/kafka";
+ *
+ * const options: KafkaSinkOptions = {
+ *   brokers: ["127.0.0.1:9092"],
+ *   batchSize: 1000,
+ *   lingerMs: 20,
+ *   compression: "gzip",
+ *   breakerThreshold: 3,
+ *   onBreakerStateChange: ({ state, previous }) =>
+ *     console.log(`Kafka breaker ${previous} -> ${state}`),
+ *   onRetry: ({ operation, attempt }) =>
+ *     console.log(`retrying ${operation}, attempt ${attempt}`),
+ * };
+ *
+ * // Needs Kafka on 127.0.0.1:9092: runs when this file is run as a script.
+ * if (import.meta.main) {
+ *   await using sink = await KafkaSink.connect(options);
+ *   console.log(sink.breakerState); // closed
+ * }
+ * ```
+ */
 export interface KafkaSinkOptions extends KafkaConnectionOptions {
   /** Most records in one produce request. Default 500. */
   batchSize?: number;
@@ -105,13 +141,23 @@ interface Pending {
  * {@linkcode KafkaSink.breakerState}; changes go to `onBreakerStateChange`.
  *
  * @example Send one record
- * ```ts ignore
+ * ```ts
+ * import {
+ *   createCloudEvent,
+ *   toKafkaRecord,
+ * } from "@dataexchange/streams/cloudevents";
  * import { KafkaSink } from "@dataexchange/streams/kafka";
- * import { createCloudEvent, toKafkaRecord } from "@dataexchange/streams/cloudevents";
  *
- * await using sink = await KafkaSink.connect({ brokers: ["127.0.0.1:9092"] });
- * const event = createCloudEvent({ source: "/example", type: "example.created", data: { n: 1 } });
- * await sink.send("dx.telemetry", toKafkaRecord(event));
+ * // Needs Kafka on 127.0.0.1:9092: runs when this file is run as a script.
+ * if (import.meta.main) {
+ *   await using sink = await KafkaSink.connect({ brokers: ["127.0.0.1:9092"] });
+ *   const event = createCloudEvent({
+ *     source: "/example",
+ *     type: "example.created",
+ *     data: { n: 1 },
+ *   });
+ *   await sink.send("dx.telemetry", toKafkaRecord(event)); // resolves on Kafka's ack
+ * }
  * ```
  */
 export class KafkaSink implements AsyncDisposable {
@@ -244,7 +290,13 @@ export class KafkaSink implements AsyncDisposable {
     });
   }
 
-  /** Resolves when every record queued so far is settled. */
+  /**
+   * Sends what is buffered without waiting for the linger time, and waits
+   * until every record queued so far is settled.
+   *
+   * @returns A promise that resolves once nothing is pending. It never
+   *   rejects: a record that fails rejects its own `send`.
+   */
   flush(): Promise<void> {
     this.#kick();
     if (this.pending === 0) return Promise.resolve();
@@ -257,6 +309,9 @@ export class KafkaSink implements AsyncDisposable {
    * with `sink-closed`.
    *
    * @param timeoutMs How long to wait for buffered records. Default 10000.
+   * @returns A promise that resolves once the producer is disconnected; a
+   *   second call resolves at once.
+   * @throws What the producer's disconnect throws, if it fails.
    */
   async close(timeoutMs = 10000): Promise<void> {
     if (this.#closed) return;
@@ -274,7 +329,13 @@ export class KafkaSink implements AsyncDisposable {
     logger.info("Kafka producer disconnected");
   }
 
-  /** Same as {@linkcode KafkaSink.close} with its default timeout. */
+  /**
+   * Same as {@linkcode KafkaSink.close} with its default timeout, for
+   * `await using`.
+   *
+   * @returns A promise that resolves once the producer is disconnected.
+   * @throws What the producer's disconnect throws, if it fails.
+   */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
@@ -292,7 +353,7 @@ export class KafkaSink implements AsyncDisposable {
 
   async #drainQueue(): Promise<void> {
     while (this.#queue.length > 0 && !this.#signal.aborted) {
-      const batch = this.#queue.splice(0, this.#batchSize);
+      const batch = this.#queue.splice(0, this.#batchLength());
       this.#batch = batch;
       this.#inFlight = batch.length;
       for (const wake of this.#roomWaiters.splice(0)) wake();
@@ -303,6 +364,18 @@ export class KafkaSink implements AsyncDisposable {
         for (const wake of this.#idleWaiters.splice(0)) wake();
       }
     }
+  }
+
+  /** How many queued records the next request takes: by count and bytes. */
+  #batchLength(): number {
+    const queue = this.#queue;
+    const most = Math.min(queue.length, this.#batchSize);
+    let bytes = 0;
+    for (let count = 0; count < most; count++) {
+      bytes += recordBytes(queue[count].message);
+      if (bytes > MAX_REQUEST_BYTES) return Math.max(1, count);
+    }
+    return most;
   }
 
   async #deliver(batch: Pending[]): Promise<void> {
@@ -426,6 +499,20 @@ function groupByTopic(
   return Array.from(byTopic, ([topic, messages]) => ({ topic, messages }));
 }
 
+function recordBytes(message: Message): number {
+  let bytes = RECORD_OVERHEAD_BYTES + byteLength(message) +
+    (message.key?.length ?? 0);
+  const headers = message.headers ?? {};
+  for (const name in headers) {
+    const value = headers[name];
+    bytes += name.length + 8;
+    for (const item of Array.isArray(value) ? value : [value]) {
+      bytes += item?.length ?? 0;
+    }
+  }
+  return bytes;
+}
+
 function byteLength(message: Message): number {
   const value = message.value;
   return value === null
@@ -452,7 +539,33 @@ function closedError(cause?: unknown): DataExchangeError {
   );
 }
 
-/** Options of {@linkcode connectWithRetry}. */
+/**
+ * Options of {@linkcode connectWithRetry}.
+ *
+ * @example Give up connecting after a deadline
+ * ```ts
+ * import {
+ *   connectWithRetry,
+ *   type ConnectRetryOptions,
+ * } from "@dataexchange/streams/kafka";
+ *
+ * let retries = 0;
+ * const options: ConnectRetryOptions = {
+ *   signal: AbortSignal.timeout(300),
+ *   hint: "; start one with `deno task brokers`",
+ *   onRetry: () => retries++,
+ * };
+ * try {
+ *   await connectWithRetry(
+ *     () => Promise.reject(new Error("connection refused")),
+ *     ["127.0.0.1:9092"],
+ *     options,
+ *   );
+ * } catch (error) {
+ *   console.log((error as Error).name, retries > 0); // TimeoutError true
+ * }
+ * ```
+ */
 export interface ConnectRetryOptions {
   /** Stops the attempts; the promise then rejects with its reason. */
   signal?: AbortSignal;
@@ -469,6 +582,21 @@ export interface ConnectRetryOptions {
  * @param connect The connection attempt.
  * @param brokers Where it connects to, for the log.
  * @param options The stop signal, advice for the warnings, a retry callback.
+ * @returns A promise that resolves once `connect` has succeeded.
+ * @throws The signal's reason, when `options.signal` aborts first; there is
+ *   no limit of attempts otherwise.
+ *
+ * @example Connect an admin client of your own with the same patience
+ * ```ts
+ * import { connectWithRetry } from "@dataexchange/streams/kafka";
+ *
+ * let attempts = 0;
+ * async function connect(): Promise<void> {
+ *   if (++attempts < 3) throw new Error("connection refused");
+ * }
+ * await connectWithRetry(connect, ["127.0.0.1:9092"]);
+ * console.log(attempts); // 3
+ * ```
  */
 export async function connectWithRetry(
   connect: () => Promise<void>,

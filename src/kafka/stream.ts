@@ -31,7 +31,29 @@ import { connectWithRetry, KafkaSink } from "./sink.ts";
 const logger = getLogger(["dataexchange", "kafka", "consumer"]);
 const encoder = new TextEncoder();
 
-/** A record as read from Kafka. */
+/**
+ * A record as read from Kafka.
+ *
+ * @example Where a record came from, for a log line
+ * ```ts
+ * import type { ConsumedRecord } from "@dataexchange/streams/kafka";
+ *
+ * function position({ topic, partition, offset }: ConsumedRecord): string {
+ *   return `${topic}/${partition}@${offset}`;
+ * }
+ *
+ * const record: ConsumedRecord = {
+ *   topic: "dx.telemetry",
+ *   partition: 2,
+ *   offset: "1042",
+ *   key: null,
+ *   value: new TextEncoder().encode('{"celsius":20}'),
+ *   headers: { "ce_id": "r-1", "content-type": "application/json" },
+ *   timestamp: "1735689600000",
+ * };
+ * console.log(position(record), new Date(Number(record.timestamp)).toISOString()); // dx.telemetry/2@1042 2025-01-01T00:00:00.000Z
+ * ```
+ */
 export interface ConsumedRecord {
   /** Topic it was read from. */
   readonly topic: string;
@@ -49,7 +71,38 @@ export interface ConsumedRecord {
   readonly timestamp: string;
 }
 
-interface KafkaEnvelopeBase extends Settleable {
+/**
+ * What both kinds of {@linkcode KafkaEnvelope} have.
+ *
+ * @example Give up early on records that keep failing
+ * ```ts
+ * import type {
+ *   ConsumedRecord,
+ *   KafkaEnvelopeBase,
+ * } from "@dataexchange/streams/kafka";
+ *
+ * function settle(envelope: KafkaEnvelopeBase, error: unknown): void {
+ *   const { topic, offset } = envelope.record;
+ *   console.log(`${topic}@${offset} failed on attempt ${envelope.attempt}`);
+ *   envelope.nack(error);
+ * }
+ *
+ * const record: ConsumedRecord = {
+ *   topic: "dx.telemetry",
+ *   partition: 2,
+ *   offset: "1042",
+ *   key: null,
+ *   value: new TextEncoder().encode('{"celsius":20}'),
+ *   headers: { "ce_id": "r-1", "content-type": "application/json" },
+ *   timestamp: "1735689600000",
+ * };
+ * settle(
+ *   { record, attempt: 2, receivedAt: Date.now(), ack() {}, nack() {} },
+ *   new Error("database busy"),
+ * ); // dx.telemetry@1042 failed on attempt 2
+ * ```
+ */
+export interface KafkaEnvelopeBase extends Settleable {
   /** The record as read. */
   readonly record: ConsumedRecord;
   /** 1 for the first delivery; higher after `nack()` retries. */
@@ -58,7 +111,42 @@ interface KafkaEnvelopeBase extends Settleable {
   readonly receivedAt: number;
 }
 
-/** A record that holds a valid CloudEvent. */
+/**
+ * A record that holds a valid CloudEvent.
+ *
+ * @example How long an event waited in Kafka
+ * ```ts
+ * import { createCloudEvent } from "@dataexchange/streams/cloudevents";
+ * import type {
+ *   ConsumedRecord,
+ *   KafkaEventEnvelope,
+ * } from "@dataexchange/streams/kafka";
+ *
+ * function lagMs(envelope: KafkaEventEnvelope): number {
+ *   return envelope.receivedAt - Number(envelope.record.timestamp);
+ * }
+ *
+ * const record: ConsumedRecord = {
+ *   topic: "dx.telemetry",
+ *   partition: 2,
+ *   offset: "1042",
+ *   key: null,
+ *   value: new TextEncoder().encode('{"celsius":20}'),
+ *   headers: { "ce_id": "r-1", "content-type": "application/json" },
+ *   timestamp: "1735689600000",
+ * };
+ * const envelope: KafkaEventEnvelope = {
+ *   kind: "event",
+ *   event: createCloudEvent({ id: "r-1", source: "/s", type: "reading" }),
+ *   record,
+ *   attempt: 1,
+ *   receivedAt: Number(record.timestamp) + 250,
+ *   ack() {},
+ *   nack() {},
+ * };
+ * console.log(lagMs(envelope)); // 250
+ * ```
+ */
 export interface KafkaEventEnvelope extends KafkaEnvelopeBase {
   /** Discriminates the union. */
   readonly kind: "event";
@@ -66,7 +154,42 @@ export interface KafkaEventEnvelope extends KafkaEnvelopeBase {
   readonly event: CloudEvent;
 }
 
-/** A record that is not a valid CloudEvent, with the reason. */
+/**
+ * A record that is not a valid CloudEvent, with the reason.
+ *
+ * @example Report an invalid record before it goes to the dead-letter topic
+ * ```ts
+ * import { CloudEventError } from "@dataexchange/streams/cloudevents";
+ * import type {
+ *   ConsumedRecord,
+ *   KafkaInvalidEnvelope,
+ * } from "@dataexchange/streams/kafka";
+ *
+ * function report(envelope: KafkaInvalidEnvelope): string {
+ *   const { topic, offset } = envelope.record;
+ *   return `${topic}@${offset} is not a CloudEvent (${envelope.error.code})`;
+ * }
+ *
+ * const record: ConsumedRecord = {
+ *   topic: "dx.telemetry",
+ *   partition: 2,
+ *   offset: "1042",
+ *   key: null,
+ *   value: new TextEncoder().encode('{"celsius":20}'),
+ *   headers: { "ce_id": "r-1", "content-type": "application/json" },
+ *   timestamp: "1735689600000",
+ * };
+ * console.log(report({
+ *   kind: "invalid",
+ *   error: new CloudEventError("missing-attribute", 'No "source" attribute'),
+ *   record,
+ *   attempt: 1,
+ *   receivedAt: Date.now(),
+ *   ack() {},
+ *   nack() {},
+ * })); // dx.telemetry@1042 is not a CloudEvent (missing-attribute)
+ * ```
+ */
 export interface KafkaInvalidEnvelope extends KafkaEnvelopeBase {
   /** Discriminates the union. */
   readonly kind: "invalid";
@@ -74,10 +197,73 @@ export interface KafkaInvalidEnvelope extends KafkaEnvelopeBase {
   readonly error: CloudEventError;
 }
 
-/** One item of {@linkcode kafkaStream}. */
+/**
+ * One item of {@linkcode kafkaStream}.
+ *
+ * @example Store each event, retry on failure, dead-letter the rest
+ * ```ts
+ * import type { CloudEvent } from "@dataexchange/streams/cloudevents";
+ * import { type KafkaEnvelope, kafkaStream } from "@dataexchange/streams/kafka";
+ *
+ * async function handle(
+ *   envelope: KafkaEnvelope,
+ *   store: (event: CloudEvent) => Promise<void>,
+ * ): Promise<void> {
+ *   if (envelope.kind === "invalid") {
+ *     envelope.nack(envelope.error); // never retried: dead-lettered at once
+ *     return;
+ *   }
+ *   try {
+ *     await store(envelope.event);
+ *     envelope.ack();
+ *   } catch (error) {
+ *     envelope.nack(error); // retried after a backoff, then dead-lettered
+ *   }
+ * }
+ *
+ * // Needs Kafka on 127.0.0.1:9092: runs when this file is run as a script.
+ * if (import.meta.main) {
+ *   const stream = kafkaStream({
+ *     brokers: ["127.0.0.1:9092"],
+ *     groupId: "archiver",
+ *     topics: ["dx.telemetry"],
+ *     deadLetterTopic: "dx.deadletter",
+ *   });
+ *   for await (const envelope of stream) {
+ *     await handle(envelope, (event) => Promise.resolve(console.log(event.id)));
+ *   }
+ * }
+ * ```
+ */
 export type KafkaEnvelope = KafkaEventEnvelope | KafkaInvalidEnvelope;
 
-/** What a `nack()` leads to. */
+/**
+ * What a `nack()` leads to.
+ *
+ * @example Five attempts, then stop rather than dead-letter
+ * ```ts
+ * import { kafkaStream, type NackPolicy } from "@dataexchange/streams/kafka";
+ *
+ * const nack: NackPolicy = {
+ *   maxAttempts: 5,
+ *   initialDelayMs: 500,
+ *   maxDelayMs: 30_000,
+ *   exhausted: "stop",
+ * };
+ *
+ * // Needs Kafka on 127.0.0.1:9092: runs when this file is run as a script.
+ * if (import.meta.main) {
+ *   // No deadLetterTopic is needed with exhausted: "stop".
+ *   const stream = kafkaStream({
+ *     brokers: ["127.0.0.1:9092"],
+ *     groupId: "ledger",
+ *     topics: ["dx.payments"],
+ *     nack,
+ *   });
+ *   for await (const envelope of stream) envelope.ack();
+ * }
+ * ```
+ */
 export interface NackPolicy {
   /**
    * Deliveries in all before giving up, the first included. Default 3.
@@ -98,7 +284,38 @@ export interface NackPolicy {
   exhausted?: "dead-letter" | "stop";
 }
 
-/** Options of {@linkcode kafkaStream}. */
+/**
+ * Options of {@linkcode kafkaStream}.
+ *
+ * @example A group that reads from the start, in small steps
+ * ```ts
+ * import {
+ *   kafkaStream,
+ *   type KafkaStreamOptions,
+ * } from "@dataexchange/streams/kafka";
+ *
+ * const stop = new AbortController();
+ * const options: KafkaStreamOptions = {
+ *   brokers: ["127.0.0.1:9092"],
+ *   groupId: "replay-2025-01",
+ *   topics: ["dx.telemetry", "dx.alerts"],
+ *   fromBeginning: true,
+ *   maxInFlight: 100,
+ *   commitEvery: 50,
+ *   deadLetterTopic: "dx.deadletter",
+ *   signal: stop.signal,
+ * };
+ *
+ * // Needs Kafka on 127.0.0.1:9092: runs when this file is run as a script.
+ * if (import.meta.main) {
+ *   let seen = 0;
+ *   for await (const envelope of kafkaStream(options)) {
+ *     envelope.ack();
+ *     if (++seen === 1000) stop.abort(); // drains, commits, disconnects
+ *   }
+ * }
+ * ```
+ */
 export interface KafkaStreamOptions extends KafkaConnectionOptions {
   /** Consumer group id. */
   groupId: string;
@@ -139,7 +356,28 @@ export interface KafkaStreamOptions extends KafkaConnectionOptions {
   onCommit?: (commits: readonly OffsetCommit[]) => void;
 }
 
-/** The stream, with a way to force a commit. */
+/**
+ * The stream, with a way to force a commit.
+ *
+ * @example Commit before a slow step
+ * ```ts
+ * import { kafkaStream } from "@dataexchange/streams/kafka";
+ *
+ * // Needs Kafka on 127.0.0.1:9092: runs when this file is run as a script.
+ * if (import.meta.main) {
+ *   const stream = kafkaStream({
+ *     brokers: ["127.0.0.1:9092"],
+ *     groupId: "reporter",
+ *     topics: ["dx.telemetry"],
+ *     deadLetterTopic: "dx.deadletter",
+ *   });
+ *   for await (const envelope of stream) {
+ *     envelope.ack();
+ *     if (stream.inFlight === 0) await stream.commit(); // confirmed by Kafka
+ *   }
+ * }
+ * ```
+ */
 export interface KafkaStream
   extends AsyncGenerator<KafkaEnvelope, void, undefined> {
   /** Commits what may be committed now; resolves when Kafka confirmed it. */
@@ -173,17 +411,22 @@ export interface KafkaStream
  *   `"dead-letter"` policy.
  *
  * @example Consume, acknowledge and retry
- * ```ts ignore
+ * ```ts
  * import { kafkaStream } from "@dataexchange/streams/kafka";
  *
- * for await (const envelope of kafkaStream({
- *   brokers: ["127.0.0.1:9092"],
- *   groupId: "example",
- *   topics: ["dx.telemetry"],
- *   deadLetterTopic: "dx.deadletter",
- * })) {
- *   if (envelope.kind === "invalid") envelope.nack(envelope.error);
- *   else envelope.ack();
+ * // Needs Kafka on 127.0.0.1:9092: runs when this file is run as a script.
+ * if (import.meta.main) {
+ *   for await (
+ *     const envelope of kafkaStream({
+ *       brokers: ["127.0.0.1:9092"],
+ *       groupId: "example",
+ *       topics: ["dx.telemetry"],
+ *       deadLetterTopic: "dx.deadletter",
+ *     })
+ *   ) {
+ *     if (envelope.kind === "invalid") envelope.nack(envelope.error);
+ *     else envelope.ack();
+ *   }
  * }
  * ```
  */
@@ -621,7 +864,38 @@ function plainBytes(bytes: Uint8Array | null | undefined): Uint8Array | null {
 
 /**
  * The dead-letter record of a Kafka record: its key, value and headers
- * unchanged, plus the reason and where it came from.
+ * unchanged (the first value of a repeated header), plus the reason and where
+ * it came from: `dx-error`, `dx-error-detail` (cut to 1024 characters),
+ * `dx-source-topic`, `dx-source-partition` and `dx-source-offset`. It never
+ * throws for a record as {@linkcode kafkaStream} hands it out.
+ *
+ * @param record The record as read.
+ * @param code Why it is dead-lettered: a stable code, such as a
+ *   {@linkcode CloudEventErrorCode}.
+ * @param detail A readable account of the failure.
+ * @returns The record to produce to the dead-letter topic.
+ *
+ * @example Dead-letter a record your own handler cannot take
+ * ```ts
+ * import {
+ *   type ConsumedRecord,
+ *   deadLetterFromKafka,
+ * } from "@dataexchange/streams/kafka";
+ *
+ * const record: ConsumedRecord = {
+ *   topic: "dx.telemetry",
+ *   partition: 2,
+ *   offset: "1042",
+ *   key: null,
+ *   value: new TextEncoder().encode('{"celsius":20}'),
+ *   headers: { "ce_id": "r-1", "content-type": "application/json" },
+ *   timestamp: "1735689600000",
+ * };
+ * const dead = deadLetterFromKafka(record, "schema-mismatch", "no unit given");
+ * const header = (name: string) => new TextDecoder().decode(dead.headers[name]);
+ * console.log(header("dx-error"), header("dx-source-offset")); // schema-mismatch 1042
+ * console.log(dead.value === record.value); // true
+ * ```
  */
 export function deadLetterFromKafka(
   record: ConsumedRecord,

@@ -14,16 +14,74 @@ import {
 } from "prom-client";
 import type { CloudEventErrorCode } from "../cloudevents/error.ts";
 
-/** Which way a message travels through the bridge. */
+/**
+ * Which way a message travels through the bridge.
+ *
+ * @example Count a message in the direction it travels
+ * ```ts
+ * import { BridgeMetrics, type Direction } from "@dataexchange/streams/metrics";
+ *
+ * const metrics = new BridgeMetrics({ routes: ["telemetry"] });
+ * const direction: Direction = "kafka_to_mqtt";
+ * metrics.received(direction);
+ * console.log(metrics.snapshot().received); // { mqtt_to_kafka: 0, kafka_to_mqtt: 1 }
+ * ```
+ */
 export type Direction = "mqtt_to_kafka" | "kafka_to_mqtt";
 
-/** A broker the bridge connects to. */
+/**
+ * A broker the bridge connects to.
+ *
+ * @example Report each broker's connection
+ * ```ts
+ * import { BridgeMetrics, type Broker } from "@dataexchange/streams/metrics";
+ *
+ * const metrics = new BridgeMetrics({ routes: [] });
+ * function onConnection(broker: Broker, up: boolean): void {
+ *   metrics.setConnected(broker, up);
+ * }
+ * onConnection("mqtt", true);
+ * onConnection("kafka", false);
+ * console.log(metrics.readiness().reasons); // [ "kafka disconnected" ]
+ * ```
+ */
 export type Broker = "mqtt" | "kafka";
 
-/** The state of a circuit breaker. */
+/**
+ * The state of a circuit breaker.
+ *
+ * @example Mirror a Kafka sink's breaker in the gauge
+ * ```ts
+ * import {
+ *   type BreakerState,
+ *   BridgeMetrics,
+ * } from "@dataexchange/streams/metrics";
+ *
+ * const metrics = new BridgeMetrics({ routes: [] });
+ * const states: BreakerState[] = ["open", "half-open", "closed"];
+ * for (const state of states) metrics.setBreakerState(state);
+ * console.log(metrics.snapshot().breakerState); // closed
+ * ```
+ */
 export type BreakerState = "closed" | "half-open" | "open";
 
-/** An operation that is retried with backoff. */
+/**
+ * An operation that is retried with backoff.
+ *
+ * @example Count the retries of a connection
+ * ```ts
+ * import {
+ *   BridgeMetrics,
+ *   type RetryOperation,
+ * } from "@dataexchange/streams/metrics";
+ *
+ * const metrics = new BridgeMetrics({ routes: [] });
+ * const operation: RetryOperation = "mqtt_connect";
+ * metrics.retried(operation);
+ * metrics.retried(operation);
+ * console.log(metrics.snapshot().retries.mqtt_connect); // 2
+ * ```
+ */
 export type RetryOperation =
   | "kafka_produce"
   | "kafka_connect"
@@ -34,6 +92,21 @@ export type RetryOperation =
  * Why a message went to the dead-letter topic: the `dx-error` codes. They
  * are the {@linkcode CloudEventErrorCode} values, then the bridge's own
  * codes; any other code is counted as `"other"`.
+ *
+ * @example Count dead letters by their dx-error code
+ * ```ts
+ * import {
+ *   BridgeMetrics,
+ *   type DeadLetterReason,
+ * } from "@dataexchange/streams/metrics";
+ *
+ * const metrics = new BridgeMetrics({ routes: [] });
+ * const reason: DeadLetterReason = "malformed-json";
+ * metrics.deadLettered("mqtt_to_kafka", reason);
+ * metrics.deadLettered("mqtt_to_kafka", "no-such-reason"); // counted as "other"
+ * const counts = metrics.snapshot().deadLettered.mqtt_to_kafka;
+ * console.log(counts["malformed-json"], counts.other); // 1 1
+ * ```
  */
 export type DeadLetterReason =
   | CloudEventErrorCode
@@ -46,7 +119,23 @@ export type DeadLetterReason =
   | "publish-failed"
   | "other";
 
-/** Whether the bridge can take traffic, and if not, why. */
+/**
+ * Whether the bridge can take traffic, and if not, why.
+ *
+ * @example Answer a readiness probe
+ * ```ts
+ * import { BridgeMetrics, type Readiness } from "@dataexchange/streams/metrics";
+ *
+ * function probe(readiness: Readiness): Response {
+ *   return Response.json(readiness, { status: readiness.ready ? 200 : 503 });
+ * }
+ *
+ * const metrics = new BridgeMetrics({ routes: [] });
+ * metrics.setConnected("mqtt", true);
+ * const response = probe(metrics.readiness());
+ * console.log(response.status, await response.json()); // 503 { ready: false, reasons: [ "kafka disconnected" ] }
+ * ```
+ */
 export interface Readiness {
   /** `true` when the bridge can take traffic. */
   ready: boolean;
@@ -54,29 +143,106 @@ export interface Readiness {
   reasons: string[];
 }
 
-/** The label value of anything outside the known label sets. */
+/**
+ * The label value of anything outside the known label sets.
+ *
+ * @example Unknown routes share one series
+ * ```ts
+ * import { BridgeMetrics, OTHER_LABEL } from "@dataexchange/streams/metrics";
+ *
+ * const metrics = new BridgeMetrics({ routes: ["telemetry"] });
+ * metrics.delivered("mqtt_to_kafka", "from-a-message", 0.01);
+ * console.log(metrics.snapshot().delivered.mqtt_to_kafka[OTHER_LABEL]); // 1
+ * ```
+ */
 export const OTHER_LABEL = "other";
 
-/** The route label of events that match no configured classification. */
+/**
+ * The route label of events that match no configured classification.
+ *
+ * @example Deliveries of unclassified events
+ * ```ts
+ * import { DEFAULT_ROUTE } from "@dataexchange/streams/cloudevents";
+ * import {
+ *   BridgeMetrics,
+ *   DEFAULT_ROUTE_LABEL,
+ * } from "@dataexchange/streams/metrics";
+ *
+ * const metrics = new BridgeMetrics({ routes: ["telemetry"] });
+ * metrics.delivered("mqtt_to_kafka", DEFAULT_ROUTE, 0.002); // the router's label
+ * console.log(metrics.snapshot().delivered.mqtt_to_kafka[DEFAULT_ROUTE_LABEL]); // 1
+ * ```
+ */
 export const DEFAULT_ROUTE_LABEL = "default";
 
 /**
  * The route label of deliveries to the dead-letter topic, for callers that
  * count those as deliveries too. The bridge does not: it counts them with
  * {@linkcode BridgeMetrics.deadLettered}, so this series is not created at 0.
+ *
+ * @example Count dead-letter writes as deliveries in your own pipeline
+ * ```ts
+ * import {
+ *   BridgeMetrics,
+ *   DEAD_LETTER_ROUTE_LABEL,
+ * } from "@dataexchange/streams/metrics";
+ *
+ * const metrics = new BridgeMetrics({ routes: [] });
+ * metrics.delivered("kafka_to_mqtt", DEAD_LETTER_ROUTE_LABEL, 0.005);
+ * console.log(metrics.snapshot().delivered.kafka_to_mqtt["dead-letter"]); // 1
+ * ```
  */
 export const DEAD_LETTER_ROUTE_LABEL = "dead-letter";
 
-/** Every direction, in a stable order. */
+/**
+ * Every direction, in a stable order.
+ *
+ * @example Messages in flight, both ways
+ * ```ts
+ * import { BridgeMetrics, DIRECTIONS } from "@dataexchange/streams/metrics";
+ *
+ * const metrics = new BridgeMetrics({ routes: [] });
+ * metrics.setInFlight("mqtt_to_kafka", 12);
+ * const { inFlight } = metrics.snapshot();
+ * const total = DIRECTIONS.reduce((sum, direction) => sum + inFlight[direction], 0);
+ * console.log(total); // 12
+ * ```
+ */
 export const DIRECTIONS: readonly Direction[] = Object.freeze([
   "mqtt_to_kafka",
   "kafka_to_mqtt",
 ]);
 
-/** Every broker, in a stable order. */
+/**
+ * Every broker, in a stable order.
+ *
+ * @example Mark every broker down at shutdown
+ * ```ts
+ * import { BridgeMetrics, BROKERS } from "@dataexchange/streams/metrics";
+ *
+ * const metrics = new BridgeMetrics({ routes: [] });
+ * for (const broker of BROKERS) metrics.setConnected(broker, false);
+ * console.log(metrics.snapshot().connected); // { mqtt: false, kafka: false }
+ * ```
+ */
 export const BROKERS: readonly Broker[] = Object.freeze(["mqtt", "kafka"]);
 
-/** Every retried operation, in a stable order. */
+/**
+ * Every retried operation, in a stable order.
+ *
+ * @example The total of retries
+ * ```ts
+ * import {
+ *   BridgeMetrics,
+ *   RETRY_OPERATIONS,
+ * } from "@dataexchange/streams/metrics";
+ *
+ * const metrics = new BridgeMetrics({ routes: [] });
+ * metrics.retried("kafka_produce");
+ * const { retries } = metrics.snapshot();
+ * console.log(RETRY_OPERATIONS.reduce((sum, op) => sum + retries[op], 0)); // 1
+ * ```
+ */
 export const RETRY_OPERATIONS: readonly RetryOperation[] = Object.freeze([
   "kafka_produce",
   "kafka_connect",
@@ -111,7 +277,22 @@ const REASONS: Readonly<Record<DeadLetterReason, true>> = {
   "other": true,
 };
 
-/** Every dead-letter reason label, `"other"` last. */
+/**
+ * Every dead-letter reason label, `"other"` last.
+ *
+ * @example Tell a known dx-error code from an unknown one
+ * ```ts
+ * import {
+ *   DEAD_LETTER_REASONS,
+ *   type DeadLetterReason,
+ * } from "@dataexchange/streams/metrics";
+ *
+ * function isKnownReason(code: string): code is DeadLetterReason {
+ *   return (DEAD_LETTER_REASONS as readonly string[]).includes(code);
+ * }
+ * console.log(isKnownReason("kafka-rejected"), isKnownReason("oops")); // true false
+ * ```
+ */
 export const DEAD_LETTER_REASONS: readonly DeadLetterReason[] = Object.freeze(
   Object.keys(REASONS) as DeadLetterReason[],
 );
@@ -119,6 +300,15 @@ export const DEAD_LETTER_REASONS: readonly DeadLetterReason[] = Object.freeze(
 /**
  * The buckets of `dx_delivery_latency_seconds`, in seconds: 1 ms to 10 s in
  * 1-2.5-5 steps.
+ *
+ * @example The bucket a latency falls in
+ * ```ts
+ * import { LATENCY_BUCKETS_SECONDS } from "@dataexchange/streams/metrics";
+ *
+ * const latency = 0.03;
+ * const bucket = LATENCY_BUCKETS_SECONDS.find((bound) => latency <= bound);
+ * console.log(bucket); // 0.05
+ * ```
  */
 export const LATENCY_BUCKETS_SECONDS: readonly number[] = Object.freeze([
   0.001,
@@ -153,7 +343,26 @@ const LINT_FAILING_DEFAULTS = [
   "nodejs_active_resources_total",
 ];
 
-/** Options of the {@linkcode BridgeMetrics} constructor. */
+/**
+ * Options of the {@linkcode BridgeMetrics} constructor.
+ *
+ * @example Labels from the bridge's configuration
+ * ```ts
+ * import { parseConfig } from "@dataexchange/streams/bridge";
+ * import {
+ *   BridgeMetrics,
+ *   type BridgeMetricsOptions,
+ * } from "@dataexchange/streams/metrics";
+ *
+ * const config = parseConfig({});
+ * const options: BridgeMetricsOptions = {
+ *   routes: Object.keys(config.routes),
+ *   kafkaToMqttRoutes: config.kafkaToMqtt.map((_, index) => `route-${index}`),
+ * };
+ * const metrics = new BridgeMetrics(options);
+ * console.log(Object.keys(metrics.snapshot().delivered.mqtt_to_kafka)); // [ "telemetry", "alert", "default" ]
+ * ```
+ */
 export interface BridgeMetricsOptions {
   /**
    * Route labels of MQTT → Kafka deliveries: the classification keys of the
@@ -177,7 +386,27 @@ export interface BridgeMetricsOptions {
   processMetrics?: boolean;
 }
 
-/** The values of a {@linkcode BridgeMetrics}, as plain data. */
+/**
+ * The values of a {@linkcode BridgeMetrics}, as plain data.
+ *
+ * @example Log a summary line every minute, without Prometheus
+ * ```ts
+ * import {
+ *   BridgeMetrics,
+ *   type BridgeMetricsSnapshot,
+ * } from "@dataexchange/streams/metrics";
+ *
+ * function summary(snapshot: BridgeMetricsSnapshot): string {
+ *   const { received, failed, connected } = snapshot;
+ *   return `received ${received.mqtt_to_kafka}, failed ${failed.mqtt_to_kafka}, ` +
+ *     `mqtt ${connected.mqtt ? "up" : "down"}`;
+ * }
+ *
+ * const metrics = new BridgeMetrics({ routes: [] });
+ * metrics.received("mqtt_to_kafka");
+ * console.log(summary(metrics.snapshot())); // received 1, failed 0, mqtt down
+ * ```
+ */
 export interface BridgeMetricsSnapshot {
   /** Messages received, per direction. */
   received: Record<Direction, number>;
@@ -236,7 +465,15 @@ export interface BridgeMetricsSnapshot {
  * ```
  */
 export class BridgeMetrics {
-  /** The registry that holds these metrics and nothing else unless added. */
+  /**
+   * The prom-client `Registry` that holds these metrics, and nothing else
+   * unless the application adds to it; serve it yourself with
+   * `registry.metrics()` if {@linkcode serveHealth} does not fit.
+   *
+   * @internal This is public API, not an internal field: the tag only stops
+   * `deno doc --lint` from requiring this package to document `Registry`,
+   * which belongs to the `prom-client` package.
+   */
   readonly registry: Registry;
 
   #routes: Readonly<Record<Direction, ReadonlySet<string>>>;
@@ -518,7 +755,7 @@ export class BridgeMetrics {
    * the circuit breaker not open.
    *
    * @returns Readiness, with reasons such as `"mqtt disconnected"`,
-   *   `"kafka disconnected"` and `"circuit breaker open"`.
+   *   `"kafka disconnected"` and `"circuit breaker open"`. It never throws.
    */
   readiness(): Readiness {
     const reasons: string[] = [];
@@ -533,6 +770,8 @@ export class BridgeMetrics {
    * Renders the registry in the Prometheus text format, version 0.0.4.
    *
    * @returns The exposition text.
+   * @throws What a collect callback of a metric added to the registry by the
+   *   application throws (as a rejection); the bridge's own never throw.
    */
   metrics(): Promise<string> {
     return this.registry.metrics();
@@ -542,7 +781,8 @@ export class BridgeMetrics {
    * The current values as plain data, for applications that want the
    * counts without scraping.
    *
-   * @returns A new object; changing it changes nothing here.
+   * @returns A new object; changing it changes nothing here. It never
+   *   throws.
    */
   snapshot(): BridgeMetricsSnapshot {
     const perDirection = <T>(make: (direction: Direction) => T) => ({

@@ -18,6 +18,7 @@
  *
  * @module
  */
+export type { CloudEventErrorCode } from "../cloudevents/mod.ts";
 export {
   type BreakerState,
   BridgeMetrics,

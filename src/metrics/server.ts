@@ -10,10 +10,55 @@ import type { BridgeMetrics, Readiness } from "./metrics.ts";
 
 const logger = getLogger(["dataexchange", "metrics", "server"]);
 
-/** The content type of the Prometheus text format the endpoint serves. */
+/**
+ * The content type of the Prometheus text format the endpoint serves.
+ *
+ * @example Serve the metrics from a server of your own
+ * ```ts
+ * import {
+ *   BridgeMetrics,
+ *   METRICS_CONTENT_TYPE,
+ * } from "@dataexchange/streams/metrics";
+ *
+ * const metrics = new BridgeMetrics({ routes: [] });
+ * async function handler(): Promise<Response> {
+ *   const body = await metrics.metrics();
+ *   return new Response(body, { headers: { "content-type": METRICS_CONTENT_TYPE } });
+ * }
+ * const response = await handler();
+ * console.log(response.headers.get("content-type")); // text/plain; version=0.0.4; charset=utf-8
+ * ```
+ */
 export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 
-/** Options of {@linkcode serveHealth}. */
+/**
+ * Options of {@linkcode serveHealth}.
+ *
+ * @example Readiness that also needs a database
+ * ```ts
+ * import {
+ *   BridgeMetrics,
+ *   serveHealth,
+ *   type ServeHealthOptions,
+ * } from "@dataexchange/streams/metrics";
+ *
+ * const metrics = new BridgeMetrics({ routes: [] });
+ * let databaseUp = false;
+ * const options: ServeHealthOptions = {
+ *   port: 0,
+ *   metrics,
+ *   ready: () => {
+ *     const { ready, reasons } = metrics.readiness();
+ *     if (databaseUp) return { ready, reasons };
+ *     return { ready: false, reasons: [...reasons, "database down"] };
+ *   },
+ *   signal: AbortSignal.timeout(5_000),
+ * };
+ * await using server = serveHealth(options);
+ * const response = await fetch(new URL("/readyz", server.url));
+ * console.log(response.status, (await response.json()).reasons.length); // 503 3
+ * ```
+ */
 export interface ServeHealthOptions {
   /** The TCP port; 0 picks a free one (read it from the result). */
   port: number;
@@ -31,7 +76,28 @@ export interface ServeHealthOptions {
   signal?: AbortSignal;
 }
 
-/** A running health endpoint. */
+/**
+ * A running health endpoint.
+ *
+ * @example Stop the endpoint at shutdown
+ * ```ts
+ * import {
+ *   BridgeMetrics,
+ *   type HealthServer,
+ *   serveHealth,
+ * } from "@dataexchange/streams/metrics";
+ *
+ * const server: HealthServer = serveHealth({
+ *   port: 0,
+ *   metrics: new BridgeMetrics({ routes: [] }),
+ * });
+ * const response = await fetch(new URL("/healthz", server.url));
+ * console.log(response.status, await response.text()); // 200 ok
+ * await server.shutdown();
+ * await server.finished; // already settled
+ * console.log(server.hostname); // 127.0.0.1
+ * ```
+ */
 export interface HealthServer extends AsyncDisposable {
   /** The address it listens on. */
   readonly hostname: string;

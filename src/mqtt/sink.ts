@@ -24,7 +24,39 @@ import { type MqttConnectionState, redactUrl } from "./stream.ts";
 
 const logger = getLogger(["dataexchange", "mqtt", "sink"]);
 
-/** Options of {@linkcode MqttSink.connect}. */
+/**
+ * Options of {@linkcode MqttSink.connect}.
+ *
+ * @example Binary-mode commands, a topic per device
+ * ```ts
+ * import { createCloudEvent } from "@dataexchange/streams/cloudevents";
+ * import {
+ *   MqttSink,
+ *   type MqttSinkOptions,
+ *   topicTemplate,
+ * } from "@dataexchange/streams/mqtt";
+ *
+ * const options: MqttSinkOptions = {
+ *   url: "mqtt://127.0.0.1:1883",
+ *   clientId: "commander",
+ *   topic: topicTemplate("devices/{subject}/commands"),
+ *   mode: "binary",
+ *   maxPending: 100,
+ *   closeTimeoutMs: 2_000,
+ * };
+ *
+ * // Needs an MQTT broker on 127.0.0.1:1883: runs when this file is run as a
+ * // script.
+ * if (import.meta.main) {
+ *   await using sink = await MqttSink.connect(options);
+ *   await sink.write(createCloudEvent({
+ *     source: "/ops",
+ *     type: "com.example.reboot",
+ *     subject: "pump-7",
+ *   }));
+ * }
+ * ```
+ */
 export interface MqttSinkOptions {
   /** Broker URL, such as `mqtt://127.0.0.1:1883` or `mqtts://host:8883`. */
   url: string;
@@ -74,7 +106,14 @@ export interface MqttSinkOptions {
   signal?: AbortSignal;
   /** Called on each change of connection state. */
   onState?: (state: MqttConnectionState) => void;
-  /** Further MQTT.js options (credentials, TLS, keepalive). */
+  /**
+   * Further MQTT.js options (credentials, TLS, keepalive), handed to MQTT.js
+   * as they are: its `IClientOptions`, less the fields this sink sets.
+   *
+   * @internal This is a supported option, not an internal one: the tag only
+   * stops `deno doc --lint` from requiring this package to document
+   * `IClientOptions`, which belongs to the `mqtt` package.
+   */
   clientOptions?: Omit<
     IClientOptions,
     "clientId" | "protocolVersion" | "reconnectPeriod" | "manualConnect"
@@ -121,18 +160,23 @@ interface Outgoing {
  * reached the broker), then disconnects.
  *
  * @example Publish commands to the device named in each event's subject
- * ```ts ignore
+ * ```ts
  * import { MqttSink, topicTemplate } from "@dataexchange/streams/mqtt";
  * import { createCloudEvent } from "@dataexchange/streams/cloudevents";
  *
- * await using sink = await MqttSink.connect({
- *   url: "mqtt://127.0.0.1:1883",
- *   clientId: "example-commands",
- *   topic: topicTemplate("devices/{subject}/commands"),
- * });
- * await sink.write(
- *   createCloudEvent({ source: "/ops", type: "reboot", subject: "pump-7" }),
- * ); // published to devices/pump-7/commands and acknowledged
+ * // Needs an MQTT broker on 127.0.0.1:1883: runs when this file is run as a
+ * // script.
+ * if (import.meta.main) {
+ *   await using sink = await MqttSink.connect({
+ *     url: "mqtt://127.0.0.1:1883",
+ *     clientId: "example-commands",
+ *     topic: topicTemplate("devices/{subject}/commands"),
+ *   });
+ *   await sink.write(
+ *     createCloudEvent({ source: "/ops", type: "reboot", subject: "pump-7" }),
+ *   ); // published to devices/pump-7/commands and acknowledged
+ *   console.log(sink.published, sink.pending); // 1 0
+ * }
  * ```
  */
 export class MqttSink implements EventSink, AsyncDisposable {
@@ -300,14 +344,19 @@ export class MqttSink implements EventSink, AsyncDisposable {
    * be acknowledged, rejects the rest with `sink-closed`, then disconnects.
    * Calling it again returns the same promise.
    *
-   * @returns A promise that resolves once disconnected.
+   * @returns A promise that resolves once disconnected. It never rejects: a
+   *   failing disconnect is logged at warning.
    */
   close(): Promise<void> {
     this.#closing ??= this.#shutdown(this.#settings.closeTimeoutMs);
     return this.#closing;
   }
 
-  /** Same as {@linkcode MqttSink.close}. */
+  /**
+   * Same as {@linkcode MqttSink.close}, for `await using`.
+   *
+   * @returns A promise that resolves once disconnected; it never rejects.
+   */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }

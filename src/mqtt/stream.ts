@@ -22,16 +22,103 @@ import type { Envelope } from "../envelope.ts";
 import { DataExchangeError, isDataExchangeError } from "../errors.ts";
 import { type AckTicket, PubackGate } from "./_puback_gate.ts";
 import { keepConnected, type ReconnectAttempt } from "./_reconnect.ts";
+import { describeConnectError, loginName } from "./_connect_error.ts";
 
 const logger = getLogger(["dataexchange", "mqtt"]);
 
-/** An envelope of the MQTT stream. */
+/**
+ * An envelope of the MQTT stream.
+ *
+ * @example Dead-letter invalid messages with their MQTT topic
+ * ```ts
+ * import {
+ *   CloudEventError,
+ *   deadLetterRecord,
+ *   type KafkaRecord,
+ * } from "@dataexchange/streams/cloudevents";
+ * import type { MqttEnvelope } from "@dataexchange/streams/mqtt";
+ *
+ * function deadLetter(envelope: MqttEnvelope): KafkaRecord | undefined {
+ *   if (envelope.kind === "event") return undefined;
+ *   const { topic, payload } = envelope.message;
+ *   return deadLetterRecord({ payload, error: envelope.error, mqttTopic: topic });
+ * }
+ *
+ * const record = deadLetter({
+ *   kind: "invalid",
+ *   error: new CloudEventError("malformed-json", "The payload is not JSON"),
+ *   message: { topic: "devices/d1", payload: new TextEncoder().encode("{") },
+ *   receivedAt: Date.now(),
+ *   ack() {},
+ *   nack() {},
+ * });
+ * console.log(new TextDecoder().decode(record?.headers["dx-mqtt-topic"])); // devices/d1
+ * ```
+ */
 export type MqttEnvelope = Envelope<MqttMessage>;
 
-/** The state of the stream's connection, as reported to `onState`. */
+/**
+ * The state of the stream's connection, as reported to `onState`.
+ *
+ * @example Readiness from the connection state
+ * ```ts
+ * import {
+ *   type MqttConnectionState,
+ *   mqttStream,
+ * } from "@dataexchange/streams/mqtt";
+ *
+ * let connected = false;
+ * function onState(state: MqttConnectionState): void {
+ *   connected = state === "connected";
+ *   console.log(`MQTT ${state}`);
+ * }
+ *
+ * // Needs an MQTT broker on 127.0.0.1:1883: runs when this file is run as a
+ * // script.
+ * if (import.meta.main) {
+ *   const stream = mqttStream({
+ *     url: "mqtt://127.0.0.1:1883",
+ *     topics: ["devices/#"],
+ *     clientId: "status-example",
+ *     onState,
+ *   });
+ *   for await (const envelope of stream) {
+ *     envelope.ack();
+ *     if (!connected) break;
+ *   }
+ * }
+ * ```
+ */
 export type MqttConnectionState = "connecting" | "connected" | "disconnected";
 
-/** Options of {@linkcode mqttStream}. */
+/**
+ * Options of {@linkcode mqttStream}.
+ *
+ * @example A shared subscription over TLS, with a smaller in-flight window
+ * ```ts
+ * import {
+ *   mqttStream,
+ *   type MqttStreamOptions,
+ * } from "@dataexchange/streams/mqtt";
+ *
+ * const stop = new AbortController();
+ * const options: MqttStreamOptions = {
+ *   url: "mqtts://broker.example:8883",
+ *   topics: ["$share/bridges/devices/#"],
+ *   clientId: "bridge-1",
+ *   maxInFlight: 200,
+ *   reconnectMaxDelayMs: 10_000,
+ *   signal: stop.signal,
+ *   clientOptions: { username: "bridge", keepalive: 30 },
+ * };
+ *
+ * // Needs that broker: runs when this file is run as a script.
+ * if (import.meta.main) {
+ *   Deno.addSignalListener("SIGINT", () => stop.abort());
+ *   for await (const envelope of mqttStream(options)) envelope.ack();
+ * }
+ * ```
+ */
 export interface MqttStreamOptions {
   /** Broker URL, such as `mqtt://127.0.0.1:1883` or `mqtts://host:8883`. */
   url: string;
@@ -81,7 +168,14 @@ export interface MqttStreamOptions {
   signal?: AbortSignal;
   /** Called on each change of connection state. */
   onState?: (state: MqttConnectionState) => void;
-  /** Further MQTT.js options (credentials, TLS, keepalive). */
+  /**
+   * Further MQTT.js options (credentials, TLS, keepalive), handed to MQTT.js
+   * as they are: its `IClientOptions`, less the fields this stream sets.
+   *
+   * @internal This is a supported option, not an internal one: the tag only
+   * stops `deno doc --lint` from requiring this package to document
+   * `IClientOptions`, which belongs to the `mqtt` package.
+   */
   clientOptions?: Omit<IClientOptions, "clientId" | "clean" | "manualConnect">;
 }
 
@@ -121,18 +215,24 @@ export interface MqttStreamOptions {
  *   allow holding acknowledgements.
  *
  * @example Read events and acknowledge them
- * ```ts ignore
+ * ```ts
  * import { mqttStream } from "@dataexchange/streams/mqtt";
  *
- * const controller = new AbortController();
- * for await (const envelope of mqttStream({
- *   url: "mqtt://127.0.0.1:1883",
- *   topics: ["devices/#"],
- *   clientId: "example-reader",
- *   signal: controller.signal,
- * })) {
- *   if (envelope.kind === "event") console.log(envelope.event.type);
- *   envelope.ack();
+ * // Needs an MQTT broker on 127.0.0.1:1883: runs when this file is run as a
+ * // script.
+ * if (import.meta.main) {
+ *   const controller = new AbortController();
+ *   for await (
+ *     const envelope of mqttStream({
+ *       url: "mqtt://127.0.0.1:1883",
+ *       topics: ["devices/#"],
+ *       clientId: "example-reader",
+ *       signal: controller.signal,
+ *     })
+ *   ) {
+ *     if (envelope.kind === "event") console.log(envelope.event.type);
+ *     envelope.ack();
+ *   }
  * }
  * ```
  */
@@ -197,7 +297,12 @@ export async function* mqttStream(
   const reconnecting = keepConnected(client, {
     initialDelayMs: settings.reconnectPeriodMs,
     maxDelayMs: settings.reconnectMaxDelayMs,
-    onAttempt: (attempt) => logReconnect(settings, attempt),
+    onAttempt: (attempt) =>
+      logReconnect(
+        settings,
+        attempt,
+        loginName(settings.url, options.clientOptions?.username),
+      ),
   });
 
   // Not awaited: a resumed session delivers its stored messages before the
@@ -432,7 +537,11 @@ function watchConnection(
   });
 }
 
-function logReconnect(settings: Settings, attempt: ReconnectAttempt): void {
+function logReconnect(
+  settings: Settings,
+  attempt: ReconnectAttempt,
+  username: string | undefined,
+): void {
   const error = attempt.error;
   logger.warn(
     "MQTT broker at {url} not connected; reconnect attempt {attempt} in {delayMs} ms: {error}",
@@ -442,9 +551,7 @@ function logReconnect(settings: Settings, attempt: ReconnectAttempt): void {
       delayMs: Math.round(attempt.delayMs),
       error: error === undefined
         ? "connection closed"
-        : error instanceof Error
-        ? error.message
-        : String(error),
+        : describeConnectError(error, { username }),
     },
   );
 }
@@ -547,7 +654,22 @@ async function drain(gate: PubackGate, timeoutMs: number): Promise<void> {
   }
 }
 
-/** Removes credentials from a URL before it is logged. */
+/**
+ * Removes credentials from a URL before it is logged: the password becomes
+ * `***`, the user name stays. It never throws.
+ *
+ * @param url A broker URL, possibly with a user name and password.
+ * @returns The URL with its password masked, or `<invalid URL>` when `url`
+ *   does not parse.
+ *
+ * @example Log where you connect, not how
+ * ```ts
+ * import { redactUrl } from "@dataexchange/streams/mqtt";
+ *
+ * console.log(redactUrl("mqtts://bridge:s3cret@broker.example:8883")); // mqtts://bridge:***@broker.example:8883
+ * console.log(redactUrl("not a url")); // <invalid URL>
+ * ```
+ */
 export function redactUrl(url: string): string {
   try {
     const parsed = new URL(url);

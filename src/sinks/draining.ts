@@ -8,7 +8,25 @@ import type { CloudEvent } from "../cloudevents/mod.ts";
 import { sinkClosedError } from "./_errors.ts";
 import type { EventSink } from "./sink.ts";
 
-/** Options of {@linkcode drainingSink}. */
+/**
+ * Options of {@linkcode drainingSink}.
+ *
+ * @example Keep the last three events for a test to inspect
+ * ```ts
+ * import { createCloudEvent } from "@dataexchange/streams/cloudevents";
+ * import {
+ *   drainingSink,
+ *   type DrainingSinkOptions,
+ * } from "@dataexchange/streams/sinks";
+ *
+ * const options: DrainingSinkOptions = { keep: 3 };
+ * await using sink = drainingSink(options);
+ * for (let i = 0; i < 5; i++) {
+ *   await sink.write(createCloudEvent({ id: `e${i}`, source: "/s", type: "t" }));
+ * }
+ * console.log(sink.events.map((event) => event.id)); // [ "e2", "e3", "e4" ]
+ * ```
+ */
 export interface DrainingSinkOptions {
   /**
    * How many of the most recent events to keep in `events`. When more
@@ -18,7 +36,33 @@ export interface DrainingSinkOptions {
   keep?: number;
 }
 
-/** The sink returned by {@linkcode drainingSink}. */
+/**
+ * The sink returned by {@linkcode drainingSink}.
+ *
+ * @example A dry run of a pipeline
+ * ```ts
+ * import { createCloudEvent } from "@dataexchange/streams/cloudevents";
+ * import {
+ *   type DrainingSink,
+ *   drainingSink,
+ *   pipeToSink,
+ * } from "@dataexchange/streams/sinks";
+ * import type { Envelope } from "@dataexchange/streams/streams";
+ *
+ * async function* envelopes(): AsyncGenerator<Envelope<string>> {
+ *   for (const topic of ["a", "b"]) {
+ *     const event = createCloudEvent({ source: `/${topic}`, type: "t" });
+ *     const settle = { receivedAt: Date.now(), ack() {}, nack() {} };
+ *     yield { kind: "event", event, message: topic, ...settle };
+ *   }
+ * }
+ *
+ * const sink: DrainingSink = drainingSink();
+ * await pipeToSink(envelopes(), sink);
+ * await sink.close();
+ * console.log(sink.count); // 2
+ * ```
+ */
 export interface DrainingSink extends EventSink {
   /** Events written so far. */
   readonly count: number;

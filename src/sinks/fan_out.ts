@@ -30,7 +30,7 @@ export class FanOutError extends DataExchangeError {
   readonly index: number;
 
   /**
-   * Creates the error for the sink at `index`.
+   * Creates the error for the sink at `index`. It never throws.
    *
    * @param index The position of the failing sink.
    * @param count How many sinks the fan-out has, for the message.
@@ -55,7 +55,7 @@ export class FanOutError extends DataExchangeError {
 
 /**
  * Tells whether a value is a {@linkcode FanOutError}, also across copies of
- * this module (it checks the shape, not only the class).
+ * this module (it checks the shape, not only the class). It never throws.
  *
  * @param value Any value, typically a caught error.
  * @returns `true` for a `fan-out-failed` error with a numeric `index`.

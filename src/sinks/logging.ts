@@ -13,7 +13,33 @@ import type { EventSink } from "./sink.ts";
 
 const MESSAGE = "Event {id} of type {type} from {source}";
 
-/** Options of {@linkcode loggingSink}. */
+/**
+ * Options of {@linkcode loggingSink}.
+ *
+ * @example Send the event log to the console
+ * ```ts
+ * import { configure, getConsoleSink, reset } from "@logtape/logtape";
+ * import { createCloudEvent } from "@dataexchange/streams/cloudevents";
+ * import {
+ *   loggingSink,
+ *   type LoggingSinkOptions,
+ * } from "@dataexchange/streams/sinks";
+ *
+ * const options: LoggingSinkOptions = { category: ["audit"], level: "info" };
+ * await configure({
+ *   sinks: { console: getConsoleSink() },
+ *   loggers: [
+ *     { category: ["audit"], sinks: ["console"], lowestLevel: "info" },
+ *     { category: ["logtape", "meta"], sinks: [], lowestLevel: "warning" },
+ *   ],
+ * });
+ * const sink = loggingSink(options);
+ * await sink.write(createCloudEvent({ source: "/door/3", type: "opened" }));
+ * // 12:00:00.000 INF audit Event "<id>" of type "opened" from "/door/3"
+ * await sink.close();
+ * await reset();
+ * ```
+ */
 export interface LoggingSinkOptions {
   /** The LogTape category to log under. Default `["dataexchange", "sinks", "logging"]`. */
   category?: readonly string[];
@@ -21,7 +47,20 @@ export interface LoggingSinkOptions {
   level?: "debug" | "info";
 }
 
-/** The sink returned by {@linkcode loggingSink}. */
+/**
+ * The sink returned by {@linkcode loggingSink}.
+ *
+ * @example Log and count the events of a stream
+ * ```ts
+ * import { createCloudEvent } from "@dataexchange/streams/cloudevents";
+ * import { type LoggingSink, loggingSink } from "@dataexchange/streams/sinks";
+ *
+ * const sink: LoggingSink = loggingSink({ level: "debug" });
+ * await sink.write(createCloudEvent({ source: "/s", type: "t" }));
+ * await sink.close();
+ * console.log(sink.count); // 1
+ * ```
+ */
 export interface LoggingSink extends EventSink {
   /** Events logged so far. */
   readonly count: number;

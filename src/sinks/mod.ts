@@ -38,6 +38,18 @@
  *
  * @module
  */
+export type {
+  CloudEvent,
+  CloudEventError,
+  CloudEventErrorCode,
+  CloudEventErrorOptions,
+} from "../cloudevents/mod.ts";
+export type {
+  AnyEnvelope,
+  AnyInvalidEnvelope,
+  Settleable,
+} from "../envelope.ts";
+export type { DataExchangeError, DataExchangeErrorOptions } from "../errors.ts";
 export {
   type DrainingSink,
   drainingSink,

@@ -21,6 +21,36 @@ const logger = getLogger(["dataexchange", "sinks", "pipe"]);
  * Writes may be outstanding concurrently. `close()` (and
  * `[Symbol.asyncDispose]()`, which does the same) settles what is
  * outstanding, then releases the sink; writes after it reject.
+ *
+ * @example A sink of your own: events into an array, settled at once
+ * ```ts
+ * import type { CloudEvent } from "@dataexchange/streams/cloudevents";
+ * import type { EventSink } from "@dataexchange/streams/sinks";
+ *
+ * class ArraySink implements EventSink {
+ *   readonly events: CloudEvent[] = [];
+ *   #closed = false;
+ *
+ *   write(event: CloudEvent): Promise<void> {
+ *     if (this.#closed) return Promise.reject(new Error("sink closed"));
+ *     this.events.push(event);
+ *     return Promise.resolve();
+ *   }
+ *
+ *   close(): Promise<void> {
+ *     this.#closed = true;
+ *     return Promise.resolve();
+ *   }
+ *
+ *   [Symbol.asyncDispose](): Promise<void> {
+ *     return this.close();
+ *   }
+ * }
+ *
+ * await using sink = new ArraySink();
+ * await sink.write({ specversion: "1.0", id: "1", source: "/s", type: "t" });
+ * console.log(sink.events.length); // 1
+ * ```
  */
 export interface EventSink extends AsyncDisposable {
   /**
@@ -50,13 +80,85 @@ export interface EventSink extends AsyncDisposable {
  * - a function: hand it over (to a dead-letter topic, typically); the
  *   envelope is acked when the promise resolves and nacked when it rejects.
  *   It counts towards `maxConcurrent` like a write.
+ *
+ * @example Dead-letter invalid envelopes, write the rest
+ * ```ts
+ * import {
+ *   CloudEventError,
+ *   createCloudEvent,
+ *   deadLetterRecord,
+ *   type KafkaRecord,
+ * } from "@dataexchange/streams/cloudevents";
+ * import {
+ *   type AnyEnvelope,
+ *   drainingSink,
+ *   type InvalidPolicy,
+ *   pipeToSink,
+ * } from "@dataexchange/streams/sinks";
+ *
+ * const deadLetters: KafkaRecord[] = [];
+ * const invalid: InvalidPolicy = (envelope) => {
+ *   const payload = new TextEncoder().encode("{");
+ *   deadLetters.push(deadLetterRecord({ payload, error: envelope.error }));
+ *   return Promise.resolve();
+ * };
+ *
+ * async function* envelopes(): AsyncGenerator<AnyEnvelope> {
+ *   const settle = { ack() {}, nack() {} };
+ *   const event = createCloudEvent({ source: "/s", type: "t" });
+ *   yield { kind: "event", event, ...settle };
+ *   const error = new CloudEventError("malformed-json", "not JSON");
+ *   yield { kind: "invalid", error, ...settle };
+ * }
+ *
+ * await using sink = drainingSink();
+ * const result = await pipeToSink(envelopes(), sink, { invalid });
+ * console.log(result.written, result.invalid, deadLetters.length); // 1 1 1
+ * ```
  */
 export type InvalidPolicy<E extends AnyEnvelope = AnyEnvelope> =
   | "nack"
   | "ack"
   | ((envelope: Extract<E, AnyInvalidEnvelope>) => Promise<void>);
 
-/** Options of {@linkcode pipeToSink}. */
+/**
+ * Options of {@linkcode pipeToSink}.
+ *
+ * @example Bounded, stoppable, with every failure reported
+ * ```ts
+ * import { createCloudEvent } from "@dataexchange/streams/cloudevents";
+ * import {
+ *   type AnyEnvelope,
+ *   type EventSink,
+ *   pipeToSink,
+ *   type PipeOptions,
+ * } from "@dataexchange/streams/sinks";
+ *
+ * const flaky: EventSink = {
+ *   write: (event) =>
+ *     event.type === "bad"
+ *       ? Promise.reject(new Error("refused"))
+ *       : Promise.resolve(),
+ *   close: () => Promise.resolve(),
+ *   [Symbol.asyncDispose]: () => Promise.resolve(),
+ * };
+ * const failures: string[] = [];
+ * const options: PipeOptions = {
+ *   maxConcurrent: 10,
+ *   signal: AbortSignal.timeout(10_000),
+ *   onError: (error) => failures.push(String(error)),
+ *   invalid: "ack",
+ * };
+ * async function* envelopes(): AsyncGenerator<AnyEnvelope> {
+ *   for (const type of ["good", "bad"]) {
+ *     const event = createCloudEvent({ source: "/s", type });
+ *     yield { kind: "event", event, ack() {}, nack() {} };
+ *   }
+ * }
+ * console.log(await pipeToSink(envelopes(), flaky, options)); // { written: 1, failed: 1, invalid: 0 }
+ * console.log(failures); // [ "Error: refused" ]
+ * ```
+ */
 export interface PipeOptions<E extends AnyEnvelope = AnyEnvelope> {
   /**
    * Most writes outstanding at once. At the cap {@linkcode pipeToSink} stops
@@ -78,7 +180,32 @@ export interface PipeOptions<E extends AnyEnvelope = AnyEnvelope> {
   invalid?: InvalidPolicy<E>;
 }
 
-/** What {@linkcode pipeToSink} did, counted per envelope taken from the source. */
+/**
+ * What {@linkcode pipeToSink} did, counted per envelope taken from the source.
+ *
+ * @example Report what a run did
+ * ```ts
+ * import { createCloudEvent } from "@dataexchange/streams/cloudevents";
+ * import {
+ *   type AnyEnvelope,
+ *   drainingSink,
+ *   pipeToSink,
+ *   type PipeResult,
+ * } from "@dataexchange/streams/sinks";
+ *
+ * function report({ written, failed, invalid }: PipeResult): string {
+ *   return `${written} written, ${failed} failed, ${invalid} invalid`;
+ * }
+ *
+ * async function* one(): AsyncGenerator<AnyEnvelope> {
+ *   const event = createCloudEvent({ source: "/s", type: "t" });
+ *   yield { kind: "event", event, ack() {}, nack() {} };
+ * }
+ *
+ * await using sink = drainingSink();
+ * console.log(report(await pipeToSink(one(), sink))); // 1 written, 0 failed, 0 invalid
+ * ```
+ */
 export interface PipeResult {
   /** Events written and acked. */
   written: number;

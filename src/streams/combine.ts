@@ -34,7 +34,35 @@ const logger = getLogger(["dataexchange", "streams"]);
  */
 export const ABANDONED_CODE = "abandoned";
 
-/** Options of {@linkcode combine}. */
+/**
+ * Options of {@linkcode combine}.
+ *
+ * @example Keep abandoned items for the next run instead of nacking them
+ * ```ts
+ * import {
+ *   combine,
+ *   type CombineOptions,
+ *   mockSource,
+ * } from "@dataexchange/streams/streams";
+ *
+ * const carriedOver: number[] = [];
+ * const options: CombineOptions<number> = {
+ *   onAbandoned: (item) => carriedOver.push(item),
+ * };
+ * const stop = new AbortController();
+ * const received: number[] = [];
+ * setTimeout(() => stop.abort(), 60);
+ * // An item every 40 ms: the read pending at the abort loses its item,
+ * // which arrives late and goes to `onAbandoned`.
+ * for await (
+ *   const item of combine(mockSource({ intervalMs: 40 }), stop.signal, options)
+ * ) {
+ *   received.push(item);
+ * }
+ * await new Promise((resolve) => setTimeout(resolve, 40));
+ * console.log(received, carriedOver); // [ 0 ] [ 1 ]
+ * ```
+ */
 export interface CombineOptions<T> {
   /**
    * Only for an `AbortSignal` as `until`: when `true`, an abort ends the

@@ -48,6 +48,25 @@ export const MALFORMED_DEFECTS: Readonly<
  * - `bad-extension-name`: an event with an extension named `Bad-Name`;
  * - `invalid-base64`: an event whose `data_base64` has a `*` in it;
  * - `not-utf8`: an event with the byte 0xFF inside a string.
+ *
+ * @example Make one payload of each defect
+ * ```ts
+ * import {
+ *   MALFORMED_DEFECTS,
+ *   type MalformedDefect,
+ *   mockCloudEvents,
+ * } from "@dataexchange/streams/streams";
+ *
+ * const wanted = new Set(Object.keys(MALFORMED_DEFECTS) as MalformedDefect[]);
+ * const found = new Map<MalformedDefect, Uint8Array>();
+ * for (const item of mockCloudEvents({ seed: 3, malformedRatio: 1 })) {
+ *   if (item.kind === "malformed" && !found.has(item.defect)) {
+ *     found.set(item.defect, item.payload);
+ *   }
+ *   if (found.size === wanted.size) break;
+ * }
+ * console.log(found.size); // 7
+ * ```
  */
 export type MalformedDefect =
   | "not-json"
@@ -58,7 +77,31 @@ export type MalformedDefect =
   | "invalid-base64"
   | "not-utf8";
 
-/** A valid event and its payload. */
+/**
+ * A valid event and its payload.
+ *
+ * @example Check that a pipeline keeps events intact
+ * ```ts
+ * import {
+ *   fromMqttMessage,
+ *   serializeStructured,
+ * } from "@dataexchange/streams/cloudevents";
+ * import {
+ *   type MockEventItem,
+ *   mockCloudEvents,
+ * } from "@dataexchange/streams/streams";
+ *
+ * const events = [...mockCloudEvents({ seed: 5, count: 10 })]
+ *   .filter((item): item is MockEventItem => item.kind === "event");
+ * for (const { event, payload } of events) {
+ *   const decoded = fromMqttMessage({ topic: "t", payload });
+ *   const same = new TextDecoder().decode(serializeStructured(decoded)) ===
+ *     new TextDecoder().decode(serializeStructured(event));
+ *   if (!same) throw new Error(`event ${event.id} changed`);
+ * }
+ * console.log(events.length); // 10
+ * ```
+ */
 export interface MockEventItem {
   /** Discriminates the union. */
   readonly kind: "event";
@@ -68,7 +111,30 @@ export interface MockEventItem {
   readonly payload: Uint8Array;
 }
 
-/** A payload that is not a valid CloudEvent, and why. */
+/**
+ * A payload that is not a valid CloudEvent, and why.
+ *
+ * @example Assert the reason a decoder gives
+ * ```ts
+ * import {
+ *   fromMqttMessage,
+ *   isCloudEventError,
+ * } from "@dataexchange/streams/cloudevents";
+ * import {
+ *   type MockMalformedItem,
+ *   mockCloudEvents,
+ * } from "@dataexchange/streams/streams";
+ *
+ * const [item] = mockCloudEvents({ seed: 9, malformedRatio: 1, count: 1 });
+ * const malformed = item as MockMalformedItem;
+ * try {
+ *   fromMqttMessage({ topic: "t", payload: malformed.payload });
+ * } catch (error) {
+ *   if (!isCloudEventError(error)) throw error;
+ *   console.log(error.code === malformed.reason); // true
+ * }
+ * ```
+ */
 export interface MockMalformedItem {
   /** Discriminates the union. */
   readonly kind: "malformed";
@@ -80,10 +146,47 @@ export interface MockMalformedItem {
   readonly reason: CloudEventErrorCode;
 }
 
-/** One item of {@linkcode mockCloudEvents}. */
+/**
+ * One item of {@linkcode mockCloudEvents}.
+ *
+ * @example Publish what a device would, defects included
+ * ```ts
+ * import {
+ *   type MockCloudEventItem,
+ *   mockCloudEvents,
+ * } from "@dataexchange/streams/streams";
+ *
+ * function label(item: MockCloudEventItem): string {
+ *   return item.kind === "event"
+ *     ? `event ${item.event.classification ?? "unclassified"}`
+ *     : `malformed (${item.defect})`;
+ * }
+ *
+ * const items = mockCloudEvents({ seed: 11, malformedRatio: 0.5, count: 3 });
+ * for (const item of items) console.log(label(item), item.payload.length);
+ * // malformed (not-utf8) 2680
+ * // malformed (missing-id) 1375
+ * // event unknown 659
+ * ```
+ */
 export type MockCloudEventItem = MockEventItem | MockMalformedItem;
 
-/** Payload sizes, in bytes. */
+/**
+ * Payload sizes, in bytes.
+ *
+ * @example Payloads of exactly 1 KiB
+ * ```ts
+ * import {
+ *   mockCloudEvents,
+ *   type MockPayloadSizes,
+ * } from "@dataexchange/streams/streams";
+ *
+ * const sizes: MockPayloadSizes = { min: 1024, max: 1024 };
+ * const lengths = [...mockCloudEvents({ seed: 1, sizes, count: 5 })]
+ *   .map((item) => item.payload.length);
+ * console.log(lengths); // [ 1024, 1024, 1024, 1024, 1024 ]
+ * ```
+ */
 export interface MockPayloadSizes {
   /** The smallest size drawn: an integer from 0. */
   readonly min: number;
@@ -91,7 +194,32 @@ export interface MockPayloadSizes {
   readonly max: number;
 }
 
-/** Options of {@linkcode mockCloudEvents}. */
+/**
+ * Options of {@linkcode mockCloudEvents}.
+ *
+ * @example A reproducible mix for a load test
+ * ```ts
+ * import {
+ *   mockCloudEvents,
+ *   type MockCloudEventsOptions,
+ * } from "@dataexchange/streams/streams";
+ *
+ * const options: MockCloudEventsOptions = {
+ *   seed: 2024,
+ *   classifications: { telemetry: 9, alert: 1 },
+ *   sizes: { min: 256, max: 256 },
+ *   malformedRatio: 0.01,
+ *   source: "/plant/line-3",
+ *   count: 1000,
+ * };
+ * const first = [...mockCloudEvents(options)];
+ * const again = [...mockCloudEvents(options)];
+ * const same = first.every((item, i) =>
+ *   item.payload.join() === again[i].payload.join()
+ * );
+ * console.log(first.length, same); // 1000 true
+ * ```
+ */
 export interface MockCloudEventsOptions {
   /** Any safe integer; the same seed gives the same items. Required. */
   seed: number;

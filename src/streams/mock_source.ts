@@ -8,7 +8,28 @@
 import { describeValue } from "../cloudevents/_describe.ts";
 import { abortableDelay } from "../_retry.ts";
 
-/** Options of {@linkcode mockSource}. */
+/**
+ * Options of {@linkcode mockSource}.
+ *
+ * @example A sensor reading every 10 ms, five times
+ * ```ts
+ * import {
+ *   mockSource,
+ *   type MockSourceOptions,
+ * } from "@dataexchange/streams/streams";
+ *
+ * const options = {
+ *   intervalMs: 10,
+ *   count: 5,
+ *   value: (index: number) => ({ celsius: 20 + index / 10 }),
+ * } satisfies MockSourceOptions<{ celsius: number }>;
+ * const readings: number[] = [];
+ * for await (const reading of mockSource(options)) {
+ *   readings.push(reading.celsius);
+ * }
+ * console.log(readings); // [ 20, 20.1, 20.2, 20.3, 20.4 ]
+ * ```
+ */
 export interface MockSourceOptions<T> {
   /** Milliseconds between items: a finite number above 0. Required. */
   intervalMs: number;
@@ -93,6 +114,22 @@ export function mockSource(
  * @param options The interval and the value of each index, and optionally
  * count and signal.
  * @returns An async generator of the items.
+ * @throws {TypeError} When an option has the wrong type.
+ * @throws {RangeError} When `intervalMs` is not above 0 or `count` is not an
+ * integer from 0.
+ *
+ * @example Timestamped items
+ * ```ts
+ * import { mockSource } from "@dataexchange/streams/streams";
+ *
+ * const start = Date.now();
+ * const ticks = mockSource({
+ *   intervalMs: 5,
+ *   count: 2,
+ *   value: (index) => ({ index, at: Date.now() - start }),
+ * });
+ * for await (const tick of ticks) console.log(tick.index, tick.at >= 5); // 0 true, 1 true
+ * ```
  */
 export function mockSource<T>(
   options: MockSourceOptions<T> & { value: (index: number) => T },

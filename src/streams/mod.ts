@@ -6,7 +6,11 @@
  *   signal aborts, with the source released and the item in flight nacked;
  * - {@linkcode mockSource}: items at a steady rate, without drift;
  * - {@linkcode mockCloudEvents}: deterministic CloudEvents test payloads,
- *   valid and malformed.
+ *   valid and malformed;
+ * - the envelope types every stream of this package yields
+ *   ({@linkcode Envelope}, {@linkcode Settleable}), and the types of the
+ *   error family, so that edge code can name them without importing a
+ *   broker client.
  *
  * @example Mock traffic until a signal aborts
  * ```ts
@@ -26,8 +30,19 @@
  *
  * @module
  */
-export type { CloudEvent, CloudEventErrorCode } from "../cloudevents/mod.ts";
-export type { DataExchangeError } from "../errors.ts";
+export type {
+  CloudEvent,
+  CloudEventError,
+  CloudEventErrorCode,
+  CloudEventErrorOptions,
+} from "../cloudevents/mod.ts";
+export type {
+  Envelope,
+  EventEnvelope,
+  InvalidEnvelope,
+  Settleable,
+} from "../envelope.ts";
+export type { DataExchangeError, DataExchangeErrorOptions } from "../errors.ts";
 export { ABANDONED_CODE, combine, type CombineOptions } from "./combine.ts";
 export { mockSource, type MockSourceOptions } from "./mock_source.ts";
 export {
