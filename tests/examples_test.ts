@@ -1,12 +1,15 @@
 import assert from "node:assert/strict";
 import {
   createCloudEvent,
+  parseStructured,
   serializeStructured,
   toKafkaRecord,
 } from "../src/cloudevents/mod.ts";
 import { KafkaSink } from "../src/kafka/sink.ts";
+import { mockCloudEvents } from "../src/streams/mod.ts";
+import { waitFor } from "./_bridge.ts";
 import { testBrokers } from "./_brokers.ts";
-import { prepareSession } from "./_mqtt.ts";
+import { leftInSession, prepareSession } from "./_mqtt.ts";
 import {
   createTopics,
   header,
@@ -140,3 +143,246 @@ Deno.test({
     );
   },
 });
+
+/** Runs an example with the given environment and returns its output. */
+async function runExample(
+  file: string,
+  env: Record<string, string>,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net=127.0.0.1",
+      "--allow-env",
+      new URL(`../examples/${file}`, import.meta.url).pathname,
+    ],
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+Deno.test({
+  name:
+    "examples/combine_deadline.ts acknowledges what it read in the window and leaves the rest at the broker",
+  ignore: brokers === undefined,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const clientId = uniqueName("example-window");
+    const topic = `devices/${uniqueName("example-window")}`;
+    await prepareSession(brokers!.mqttUrl, clientId, topic);
+    const events = Array.from({ length: 5 }, (_, i) =>
+      createCloudEvent({
+        source: "/example-test",
+        type: "dev.dataexchange.example",
+        classification: i % 2 === 0 ? "telemetry" : "alert",
+        data: { i },
+      }));
+    await publishAll(
+      brokers!.mqttUrl,
+      events.map((event) => ({ topic, payload: serializeStructured(event) })),
+    );
+
+    const run = await runExample("combine_deadline.ts", {
+      MQTT_URL: brokers!.mqttUrl,
+      MQTT_TOPIC: topic,
+      CLIENT_ID: clientId,
+      WINDOW_MS: "500",
+    });
+    assert.equal(run.code, 0, run.stderr);
+    const acknowledged = [...run.stdout.matchAll(/^read (\S+) /gm)].map((m) =>
+      m[1]
+    );
+    // The window opens at the first message, so at least that one is in it.
+    assert.ok(acknowledged.length >= 1, run.stdout);
+    assert.match(
+      run.stdout,
+      new RegExp(`window closed: ${acknowledged.length} messages acknowledged`),
+    );
+
+    // Nothing is lost: what the window did not acknowledge is still stored
+    // in the session (an acknowledged one may come again: at least once).
+    const left = (await leftInSession(brokers!.mqttUrl, clientId, topic)).map(
+      (payload) => parseStructured(new TextEncoder().encode(payload)).id,
+    );
+    const seen = new Set([...acknowledged, ...left]);
+    for (const event of events) {
+      assert.ok(
+        seen.has(event.id),
+        `${event.id} neither acknowledged nor left at the broker; acknowledged ${acknowledged}, left ${left}`,
+      );
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "examples/mock_to_mqtt.ts publishes the seeded mock events, each acknowledged by the broker",
+  ignore: brokers === undefined,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    // A session subscribed before the example runs keeps every publish.
+    const prefix = `devices/${uniqueName("example-mock")}`;
+    const reader = uniqueName("example-mock-reader");
+    await prepareSession(brokers!.mqttUrl, reader, `${prefix}/#`);
+
+    const run = await runExample("mock_to_mqtt.ts", {
+      MQTT_URL: brokers!.mqttUrl,
+      TOPIC_PREFIX: prefix,
+      CLIENT_ID: uniqueName("example-mock-publisher"),
+      COUNT: "6",
+      RATE: "50",
+      SEED: "7",
+    });
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /published 6 events/);
+
+    const expected = [...mockCloudEvents({
+      seed: 7,
+      classifications: { telemetry: 6, alert: 1, none: 1 },
+      sizes: { min: 200, max: 1024 },
+      count: 6,
+    })].map((item) => item.kind === "event" ? item.event : undefined);
+    const received = (await leftInSession(brokers!.mqttUrl, reader, prefix))
+      .map((payload) => parseStructured(new TextEncoder().encode(payload)));
+    assert.deepEqual(
+      received.map((event) => event.id).sort(),
+      expected.map((event) => event!.id).sort(),
+    );
+    for (const event of expected) {
+      assert.match(
+        run.stdout,
+        new RegExp(
+          `published ${event!.id} to ${prefix}/${
+            event!.classification ?? "unclassified"
+          }\n`,
+        ),
+      );
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "examples/embed_bridge.ts runs the bridge in-process and serves its metrics from the application",
+  ignore: brokers === undefined,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const clientId = uniqueName("example-embedded");
+    const topic = `devices/${uniqueName("example-embedded")}`;
+    const telemetryTopic = uniqueName("example-embedded-telemetry");
+    await prepareSession(brokers!.mqttUrl, clientId, topic);
+    const event = createCloudEvent({
+      source: "/example-test",
+      type: "dev.dataexchange.example",
+      classification: "telemetry",
+      data: { t: 21.5 },
+    });
+    await publishAll(brokers!.mqttUrl, [{
+      topic,
+      payload: serializeStructured(event),
+    }]);
+
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-net=127.0.0.1",
+        "--allow-env",
+        new URL("../examples/embed_bridge.ts", import.meta.url).pathname,
+      ],
+      env: {
+        PORT: "0",
+        NO_COLOR: "1",
+        // The CLI's variables override the example's configuration.
+        DX_MQTT_URL: brokers!.mqttUrl,
+        DX_KAFKA_BROKERS: brokers!.kafkaBrokers.join(","),
+        DX_MQTT_CLIENT_ID: clientId,
+        DX_MQTT_TOPICS: topic,
+        DX_ROUTES: JSON.stringify({ telemetry: telemetryTopic }),
+        DX_DEFAULT_TOPIC: `${telemetryTopic}.default`,
+        DX_DEAD_LETTER_TOPIC: `${telemetryTopic}.dlq`,
+      },
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const output = collect(child.stdout);
+    const errors = collect(child.stderr);
+    try {
+      const url = await waitForMatch(
+        output,
+        /listening on (http:\S+)/,
+        () => errors.text,
+      );
+      await waitFor("the event delivered, as /status shows", async () => {
+        const status = await (await fetch(new URL("/status", url))).json();
+        return status.delivered.mqtt_to_kafka.telemetry === 1;
+      });
+      const metrics = await fetch(new URL("/metrics", url));
+      assert.equal(metrics.status, 200);
+      assert.match(
+        await metrics.text(),
+        /^dx_messages_delivered_total\{direction="mqtt_to_kafka",route="telemetry"\} 1$/m,
+      );
+      const ready = await fetch(new URL("/readyz", url));
+      assert.deepEqual(
+        [ready.status, await ready.json()],
+        [200, { ready: true, reasons: [] }],
+      );
+      assert.match(output.text, /bridge ready/);
+    } finally {
+      child.kill("SIGTERM");
+    }
+    const status = await child.status;
+    await Promise.all([output.done, errors.done]);
+    assert.equal(status.code, 0, errors.text);
+    assert.match(output.text, /bridge stopped: 1 delivered, 0 dead-lettered/);
+
+    const records = await readTopics(brokers!.kafkaBrokers, [telemetryTopic], {
+      until: (read) => read.length >= 1,
+    });
+    assert.equal(header(records[0].message, "ce_id"), event.id);
+  },
+});
+
+/** A child's output stream, read into a string as it comes. */
+interface Collected {
+  readonly text: string;
+  readonly done: Promise<void>;
+}
+
+function collect(stream: ReadableStream<Uint8Array>): Collected {
+  const collected = { text: "", done: Promise.resolve() };
+  collected.done = (async () => {
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      collected.text += chunk;
+    }
+  })();
+  return collected;
+}
+
+/** Waits until the collected output matches, and returns the first group. */
+async function waitForMatch(
+  output: Collected,
+  pattern: RegExp,
+  diagnostics: () => string,
+): Promise<string> {
+  let match: RegExpMatchArray | null = null;
+  await waitFor(`output matching ${pattern}`, () => {
+    match = output.text.match(pattern);
+    return match !== null;
+  }).catch((error) => {
+    throw new Error(
+      `${error.message}\nstdout:\n${output.text}\nstderr:\n${diagnostics()}`,
+    );
+  });
+  return match![1];
+}

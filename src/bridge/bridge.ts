@@ -291,8 +291,9 @@ async function mqttToKafka(
     const unreachable = setTimeout(() => {
       if (!ready) {
         logger.warn(
-          "MQTT broker at {url} not reachable yet; still trying{hint}",
-          { url: redactUrl(config.mqtt.url), hint: LOCAL_BROKERS_HINT },
+          "MQTT broker at {url} not reachable yet; still trying" +
+            LOCAL_BROKERS_HINT,
+          { url: redactUrl(config.mqtt.url) },
         );
       }
     }, 5000);

@@ -28,6 +28,7 @@ import { type HealthServer, serveHealth } from "../metrics/server.ts";
 const HELP = `dx-bridge: moves CloudEvents from MQTT to Kafka, at least once.
 
 Usage: deno task bridge [options]
+       dx-bridge [options]          (the executable of \`deno task compile\`)
 
 Options:
   --config FILE    YAML or JSON configuration file (or set DX_CONFIG).

@@ -569,7 +569,11 @@ function closedError(cause?: unknown): DataExchangeError {
 export interface ConnectRetryOptions {
   /** Stops the attempts; the promise then rejects with its reason. */
   signal?: AbortSignal;
-  /** Advice appended to each warning, such as how to start a broker. */
+  /**
+   * Advice appended to the text of each warning, such as how to start a
+   * broker: a constant, without `{` or `}` (it becomes part of the log
+   * message template).
+   */
   hint?: string;
   /** Called before each wait, for metrics. */
   onRetry?: (event: RetryEvent) => void;
@@ -611,11 +615,13 @@ export async function connectWithRetry(
     onRetry: (event) => {
       const { attempt, delayMs, error } = event;
       options.onRetry?.(event);
+      // The hint is a constant of the caller, so the template stays constant
+      // per call site; as a property it would be quoted like a value.
       logger.warn(
-        "Kafka not reachable at {brokers}; attempt {attempt}, next in {delayMs} ms: {error}{hint}",
+        "Kafka not reachable at {brokers}; attempt {attempt}, next in {delayMs} ms: {error}" +
+          hint,
         {
           brokers,
-          hint,
           attempt,
           delayMs: Math.round(delayMs),
           error: describeError(error),
