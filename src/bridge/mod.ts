@@ -24,7 +24,7 @@
  */
 export type { CloudEventErrorCode } from "../cloudevents/mod.ts";
 export type {
-  BreakerState as MetricsBreakerState,
+  BreakerState,
   BridgeMetrics,
   BridgeMetricsOptions,
   BridgeMetricsSnapshot,

@@ -13,6 +13,7 @@ import {
   Registry,
 } from "prom-client";
 import type { CloudEventErrorCode } from "../cloudevents/error.ts";
+import type { BreakerState } from "../kafka/_breaker.ts";
 
 /**
  * Which way a message travels through the bridge.
@@ -47,23 +48,8 @@ export type Direction = "mqtt_to_kafka" | "kafka_to_mqtt";
  */
 export type Broker = "mqtt" | "kafka";
 
-/**
- * The state of a circuit breaker.
- *
- * @example Mirror a Kafka sink's breaker in the gauge
- * ```ts
- * import {
- *   type BreakerState,
- *   BridgeMetrics,
- * } from "@dataexchange/streams/metrics";
- *
- * const metrics = new BridgeMetrics({ routes: [] });
- * const states: BreakerState[] = ["open", "half-open", "closed"];
- * for (const state of states) metrics.setBreakerState(state);
- * console.log(metrics.snapshot().breakerState); // closed
- * ```
- */
-export type BreakerState = "closed" | "half-open" | "open";
+// One breaker state type for the whole package: the Kafka sink's.
+export type { BreakerState };
 
 /**
  * An operation that is retried with backoff.
