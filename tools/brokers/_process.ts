@@ -330,6 +330,7 @@ export class BrokerProcess implements BrokerHandle {
  * Another process may take it before the broker binds it; a start then fails
  * with {@linkcode BrokerStartError}, which is retriable.
  *
+ * @param exclude Ports already chosen for the same broker, not to pick again.
  * @returns A port number that was free a moment ago.
  *
  * @example Pick a port
@@ -339,12 +340,16 @@ export class BrokerProcess implements BrokerHandle {
  * console.log(freePort() > 0); // true
  * ```
  */
-export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  try {
-    return (listener.addr as Deno.NetAddr).port;
-  } finally {
-    listener.close();
+export function freePort(exclude: readonly number[] = []): number {
+  while (true) {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    let port: number;
+    try {
+      port = (listener.addr as Deno.NetAddr).port;
+    } finally {
+      listener.close();
+    }
+    if (!exclude.includes(port)) return port;
   }
 }
 

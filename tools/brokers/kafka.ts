@@ -1,6 +1,7 @@
 /**
  * Resolves Apache Kafka's jars with Maven and starts a single-node KRaft
- * broker on 127.0.0.1.
+ * broker on 127.0.0.1, and, for tests, with an SSL listener and a SASL/SCRAM
+ * listener beside the plain one.
  *
  * @module
  */
@@ -136,7 +137,58 @@ export interface StartKafkaOptions {
   mvn?: string;
   /** How long the start may take until the cluster answers. Default 60000. */
   readyTimeoutMs?: number;
+  /** A listener that speaks TLS (`SSL`), beside the plain one. Default: none. */
+  tls?: KafkaTlsListenerOptions;
+  /** A listener that wants a SASL/SCRAM login, beside the plain one. Default: none. */
+  sasl?: KafkaSaslListenerOptions;
 }
+
+/** The `SSL` listener of {@linkcode startKafka}. */
+export interface KafkaTlsListenerOptions {
+  /** Port on 127.0.0.1. Default: a free port. */
+  port?: number;
+  /**
+   * PEM file holding the server certificate followed by its unencrypted
+   * PKCS#8 key (`ssl.keystore.type=PEM`, `ssl.keystore.location`), such as
+   * `serverKeystore` of `generateTestCertificates` (tls.ts).
+   */
+  keystoreFile: string;
+  /**
+   * PEM file of the CA certificates that client certificates must chain to
+   * (`ssl.truststore.type=PEM`, `ssl.truststore.location`).
+   */
+  truststoreFile: string;
+  /**
+   * Admit only clients with a certificate from the trust store
+   * (`ssl.client.auth=required`). Default `false` (`none`).
+   */
+  requireClientCertificate?: boolean;
+}
+
+/** The SASL listener of {@linkcode startKafka}. */
+export interface KafkaSaslListenerOptions {
+  /** Port on 127.0.0.1. Default: a free port. */
+  port?: number;
+  /**
+   * SCRAM users, name → password, created when the storage is formatted
+   * (`--add-scram`, Kafka 3.5 and later), one credential per mechanism.
+   * Names and passwords are printable ASCII without spaces, `,`, `"`, `[` or
+   * `]`, which the format tool's syntax cannot quote. The passwords are on
+   * the format tool's command line, which this machine's users can see for
+   * a moment: for test passwords only.
+   */
+  users: Readonly<Record<string, string>>;
+  /** SCRAM mechanisms enabled. Default both, `SCRAM-SHA-256` and `SCRAM-SHA-512`. */
+  mechanisms?: readonly KafkaScramMechanism[];
+  /**
+   * SASL over TLS (`SASL_SSL`, with the stores of `tls`, which must be
+   * given) instead of `SASL_PLAINTEXT`. Default `false`.
+   */
+  overTls?: boolean;
+}
+
+/** A SCRAM mechanism of Kafka. */
+export type KafkaScramMechanism = "SCRAM-SHA-256" | "SCRAM-SHA-512";
 
 /** A running Kafka started by {@linkcode startKafka}. */
 export interface KafkaBroker extends BrokerHandle {
@@ -146,6 +198,13 @@ export interface KafkaBroker extends BrokerHandle {
   readonly version: string;
   /** The KRaft controller port; kept across restarts. */
   readonly controllerPort: number;
+  /** The bootstrap list of the `SSL` listener when started with `tls`. */
+  readonly sslBrokers: string[] | undefined;
+  /**
+   * The bootstrap list of the SASL listener (`SASL_PLAINTEXT`, or `SASL_SSL`
+   * with `sasl.overTls`) when started with `sasl`.
+   */
+  readonly saslBrokers: string[] | undefined;
 }
 
 /**
@@ -159,12 +218,20 @@ export interface KafkaBroker extends BrokerHandle {
  * `kafka.log` in the data directory at WARN level (plus start and stop
  * notices); its tail is part of any start error.
  *
- * @param options Ports, version, heap, programs and signal.
+ * With `tls`, an `SSL` listener serves the PEM key store given; with `sasl`,
+ * a SASL listener admits the SCRAM users given, whose credentials are written
+ * into the metadata log when the storage is formatted. The plain listener
+ * stays as it is: the readiness probe, brokers among themselves and the
+ * controller use it.
+ *
+ * @param options Ports, version, heap, programs, signal and the extra listeners.
  * @returns The running broker; `stop()` it or use `await using`.
  * @throws {BrokerUnavailableError} When Java or Maven is missing or too old,
  * or the jars cannot be resolved.
  * @throws {BrokerStartError} When formatting fails or the broker exits or
  * does not answer in time.
+ * @throws {RangeError} When a port, SCRAM user or password is not usable, or
+ * `sasl.overTls` is asked for without `tls`.
  *
  * @example Start, use and stop a broker
  * ```ts ignore
@@ -172,6 +239,19 @@ export interface KafkaBroker extends BrokerHandle {
  *
  * await using kafka = await startKafka();
  * console.log(kafka.brokers); // ["127.0.0.1:<port>"]
+ * ```
+ *
+ * @example A broker with TLS and SCRAM listeners
+ * ```ts ignore
+ * import { startKafka } from "./kafka.ts";
+ * import { generateTestCertificates } from "./tls.ts";
+ *
+ * await using certs = await generateTestCertificates();
+ * await using kafka = await startKafka({
+ *   tls: { keystoreFile: certs.serverKeystore, truststoreFile: certs.caCert },
+ *   sasl: { users: { bridge: "a-test-password" } },
+ * });
+ * console.log(kafka.sslBrokers, kafka.saslBrokers);
  * ```
  */
 export async function startKafka(
@@ -198,6 +278,42 @@ export async function startKafka(
       `controllerPort must differ from port, both are ${port}`,
     );
   }
+  const taken = [port, controllerPort];
+  const listenerPort = (given: number | undefined, name: string) => {
+    const chosen = given ?? freePort(taken);
+    validatePort(chosen, name);
+    if (taken.includes(chosen)) {
+      throw new RangeError(
+        `${name} must differ from the other ports (${
+          taken.join(", ")
+        }), got ${chosen}`,
+      );
+    }
+    if (given !== undefined) ensurePortFree(chosen, `Kafka's ${name}`);
+    taken.push(chosen);
+    return chosen;
+  };
+  const tls = options.tls && {
+    port: listenerPort(options.tls.port, "tls.port"),
+    keystoreFile: options.tls.keystoreFile,
+    truststoreFile: options.tls.truststoreFile,
+    requireClientCertificate: options.tls.requireClientCertificate ?? false,
+  };
+  const sasl = options.sasl && {
+    port: listenerPort(options.sasl.port, "sasl.port"),
+    mechanisms: [
+      ...(options.sasl.mechanisms ?? ["SCRAM-SHA-256", "SCRAM-SHA-512"]),
+    ],
+    overTls: options.sasl.overTls ?? false,
+  };
+  const scramArgs = sasl
+    ? scramCredentials(options.sasl!.users, sasl.mechanisms)
+    : [];
+  if (sasl?.overTls && !tls) {
+    throw new RangeError(
+      "sasl.overTls needs the key and trust stores of `tls`; give `tls` too, or leave overTls false",
+    );
+  }
   const java = options.java ?? defaultJava();
 
   // Settle both before throwing, so no Maven run is left behind unobserved.
@@ -215,10 +331,20 @@ export async function startKafka(
     const logPath = `${dataDir}/kafka.log`;
     await Deno.writeTextFile(
       propsPath,
-      kafkaProperties({ port, controllerPort, version, dataDir }),
+      kafkaProperties({ port, controllerPort, version, dataDir, tls, sasl }),
     );
-    await formatStorage(java, libs, propsPath, logPath, options.signal);
+    await formatStorage(
+      java,
+      libs,
+      propsPath,
+      logPath,
+      scramArgs,
+      options.signal,
+    );
     const broker = new KafkaProcess(version, controllerPort, {
+      ssl: tls?.port,
+      sasl: sasl?.port,
+    }, {
       label: `Kafka ${version} on 127.0.0.1:${port}`,
       port,
       executable: java,
@@ -259,6 +385,17 @@ export interface KafkaPropertiesOptions {
   version: string;
   /** Directory whose `data` subdirectory holds the log. */
   dataDir: string;
+  /** An `SSL` listener, with PEM stores. */
+  tls?: Required<KafkaTlsListenerOptions>;
+  /** A SASL listener with these SCRAM mechanisms. */
+  sasl?: {
+    /** Its port. */
+    port: number;
+    /** The mechanisms enabled. */
+    mechanisms: readonly KafkaScramMechanism[];
+    /** `SASL_SSL` (with the stores of `tls`) instead of `SASL_PLAINTEXT`. */
+    overTls: boolean;
+  };
 }
 
 /**
@@ -281,15 +418,31 @@ export interface KafkaPropertiesOptions {
  * ```
  */
 export function kafkaProperties(options: KafkaPropertiesOptions): string {
-  const { port, controllerPort, version, dataDir } = options;
+  const { port, controllerPort, version, dataDir, tls, sasl } = options;
+  // Each extra listener is named after its security protocol.
+  const extra: string[] = [];
+  if (tls) extra.push(`SSL://127.0.0.1:${tls.port}`);
+  if (sasl) {
+    const protocol = sasl.overTls ? "SASL_SSL" : "SASL_PLAINTEXT";
+    extra.push(`${protocol}://127.0.0.1:${sasl.port}`);
+  }
+  const plain = `PLAINTEXT://127.0.0.1:${port}`;
+  const controller = `CONTROLLER://127.0.0.1:${controllerPort}`;
+  const protocols = extra.map((listener) => listener.split(":")[0]);
   const lines = [
     "# Written by tools/brokers/kafka.ts for one run; deleted on stop.",
     "process.roles=broker,controller",
     "node.id=1",
     `controller.quorum.voters=1@127.0.0.1:${controllerPort}`,
-    `listeners=PLAINTEXT://127.0.0.1:${port},CONTROLLER://127.0.0.1:${controllerPort}`,
-    `advertised.listeners=PLAINTEXT://127.0.0.1:${port}`,
-    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+    `listeners=${[plain, controller, ...extra].join(",")}`,
+    `advertised.listeners=${[plain, ...extra].join(",")}`,
+    `listener.security.protocol.map=${
+      [
+        "PLAINTEXT:PLAINTEXT",
+        "CONTROLLER:PLAINTEXT",
+        ...protocols.map((name) => `${name}:${name}`),
+      ].join(",")
+    }`,
     "controller.listener.names=CONTROLLER",
     "inter.broker.listener.name=PLAINTEXT",
     `log.dirs=${dataDir}/data`,
@@ -316,25 +469,107 @@ export function kafkaProperties(options: KafkaPropertiesOptions): string {
       "share.coordinator.state.topic.min.isr=1",
     );
   }
+  if (tls) {
+    lines.push(
+      "# PEM stores (KIP-651): the key store file holds the certificate and",
+      "# its unencrypted PKCS#8 key, so no store or key password is set.",
+      "ssl.keystore.type=PEM",
+      `ssl.keystore.location=${tls.keystoreFile}`,
+      "ssl.truststore.type=PEM",
+      `ssl.truststore.location=${tls.truststoreFile}`,
+      `ssl.client.auth=${tls.requireClientCertificate ? "required" : "none"}`,
+    );
+  }
+  if (sasl) {
+    const listener = sasl.overTls ? "sasl_ssl" : "sasl_plaintext";
+    lines.push(
+      "# SCRAM credentials live in the metadata log (written at format time);",
+      "# the login module needs no options on the server side.",
+      `sasl.enabled.mechanisms=${sasl.mechanisms.join(",")}`,
+      ...sasl.mechanisms.map((mechanism) =>
+        `listener.name.${listener}.${mechanism.toLowerCase()}.sasl.jaas.config=` +
+        "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+      ),
+    );
+  }
   return lines.join("\n") + "\n";
+}
+
+/**
+ * The `--add-scram` arguments of the storage format tool: one credential per
+ * user and mechanism.
+ */
+function scramCredentials(
+  users: Readonly<Record<string, string>>,
+  mechanisms: readonly KafkaScramMechanism[],
+): string[] {
+  const entries = Object.entries(users);
+  if (entries.length === 0) {
+    throw new RangeError("sasl.users must name at least one SCRAM user");
+  }
+  if (mechanisms.length === 0) {
+    throw new RangeError("sasl.mechanisms must name at least one mechanism");
+  }
+  // Printable ASCII without space, and without what the syntax cannot quote.
+  const writable = (text: string) =>
+    /^[\x21-\x7e]+$/.test(text) && !/[,"[\]]/.test(text);
+  const args: string[] = [];
+  for (const [name, password] of entries) {
+    if (!writable(name)) {
+      throw new RangeError(
+        `SCRAM user names must be printable ASCII without spaces, ',', '"', '[' or ']'; got ${
+          JSON.stringify(name)
+        }`,
+      );
+    }
+    if (!writable(password)) {
+      throw new RangeError(
+        `The SCRAM password of ${
+          JSON.stringify(name)
+        } must be printable ASCII without spaces, ',', '"', '[' or ']'`,
+      );
+    }
+    for (const mechanism of mechanisms) {
+      args.push(
+        "--add-scram",
+        `${mechanism}=[name=${name},password=${password}]`,
+      );
+    }
+  }
+  return args;
 }
 
 class KafkaProcess extends BrokerProcess implements KafkaBroker {
   readonly version: string;
   readonly controllerPort: number;
+  readonly #ports: { ssl?: number | undefined; sasl?: number | undefined };
 
   constructor(
     version: string,
     controllerPort: number,
+    ports: { ssl?: number | undefined; sasl?: number | undefined },
     options: ConstructorParameters<typeof BrokerProcess>[0],
   ) {
     super(options);
     this.version = version;
     this.controllerPort = controllerPort;
+    this.#ports = ports;
   }
 
   get brokers(): string[] {
     return [`127.0.0.1:${this.port}`];
+  }
+
+  get sslBrokers(): string[] | undefined {
+    return this.#ports.ssl === undefined
+      ? undefined
+      : [`127.0.0.1:${this.#ports.ssl}`];
+  }
+
+  get saslBrokers(): string[] | undefined {
+    return this.#ports.sasl === undefined
+      ? undefined
+      : [`127.0.0.1:${this.#ports.sasl}`];
   }
 }
 
@@ -468,6 +703,7 @@ async function formatStorage(
   libs: string,
   propsPath: string,
   logPath: string,
+  extraArgs: readonly string[],
   signal: AbortSignal | undefined,
 ): Promise<void> {
   const output = await new Deno.Command(java, {
@@ -481,6 +717,7 @@ async function formatStorage(
       randomClusterId(),
       "-c",
       propsPath,
+      ...extraArgs,
     ],
     stdin: "null",
     stdout: "piped",

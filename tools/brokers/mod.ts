@@ -36,6 +36,9 @@ export {
   type KafkaBroker,
   kafkaProperties,
   type KafkaPropertiesOptions,
+  type KafkaSaslListenerOptions,
+  type KafkaScramMechanism,
+  type KafkaTlsListenerOptions,
   kafkaVersion,
   resolveKafkaJars,
   type ResolveKafkaJarsOptions,
@@ -46,9 +49,16 @@ export {
   MOSQUITTO_MAX_PACKET_BYTES,
   type MosquittoBroker,
   mosquittoConfig,
+  type MosquittoSecurityConfig,
+  type MosquittoTlsOptions,
   startMosquitto,
   type StartMosquittoOptions,
 } from "./mosquitto.ts";
+export {
+  generateTestCertificates,
+  type GenerateTestCertificatesOptions,
+  type TestCertificates,
+} from "./tls.ts";
 
 /** Options of {@linkcode startBrokers}. */
 export interface StartBrokersOptions {

@@ -1,6 +1,7 @@
 /**
  * Starts a private Mosquitto broker on 127.0.0.1 with limits that do not drop
- * QoS 1 messages under a burst.
+ * QoS 1 messages under a burst, and, for tests, with a TLS listener, client
+ * certificate authentication or a password file.
  *
  * @module
  */
@@ -15,7 +16,7 @@ import {
   removeIfExists,
   validatePort,
 } from "./_process.ts";
-import { BrokerUnavailableError } from "./errors.ts";
+import { BrokerStartError, BrokerUnavailableError } from "./errors.ts";
 
 /** Options of {@linkcode startMosquitto}. */
 export interface StartMosquittoOptions {
@@ -37,12 +38,63 @@ export interface StartMosquittoOptions {
   stockLimits?: boolean;
   /** How long the start may take until an MQTT CONNECT succeeds. Default 10000. */
   readyTimeoutMs?: number;
+  /**
+   * User names and their passwords, written to a password file with
+   * `mosquitto_passwd`. When given, the broker refuses anonymous clients
+   * (`allow_anonymous false`) on the plain listener, and on the TLS listener
+   * unless that one takes the identity from a client certificate. User names
+   * may not contain `:`; passwords may not contain a line break. Default:
+   * none, anonymous clients are accepted.
+   */
+  users?: Readonly<Record<string, string>>;
+  /** A second listener, with TLS. Default: none. */
+  tls?: MosquittoTlsOptions;
+  /**
+   * The `mosquitto_passwd` program, used when `users` is given. Default: env
+   * `DX_MOSQUITTO_PASSWD`, else `mosquitto_passwd` on PATH, else
+   * `/usr/bin/mosquitto_passwd`.
+   */
+  passwdExecutable?: string;
+}
+
+/** The TLS listener of {@linkcode startMosquitto}. */
+export interface MosquittoTlsOptions {
+  /** Port on 127.0.0.1. Default: a free port. */
+  port?: number;
+  /** PEM file of the CA that client certificates must chain to (`cafile`). */
+  caFile: string;
+  /** PEM file of the server certificate (`certfile`). */
+  certFile: string;
+  /** PEM file of the server certificate's key (`keyfile`). */
+  keyFile: string;
+  /**
+   * Require a client certificate signed by `caFile` and take the client's
+   * user name from its common name (`require_certificate true`,
+   * `use_identity_as_username true`, `allow_anonymous false`). Default
+   * `false`: a client certificate is not asked for.
+   */
+  requireCertificate?: boolean;
 }
 
 /** A running Mosquitto started by {@linkcode startMosquitto}. */
 export interface MosquittoBroker extends BrokerHandle {
   /** `mqtt://127.0.0.1:<port>`. */
   readonly url: string;
+  /** `mqtts://127.0.0.1:<tlsPort>` when started with `tls`, else `undefined`. */
+  readonly tlsUrl: string | undefined;
+  /** The port of the TLS listener when started with `tls`, else `undefined`. */
+  readonly tlsPort: number | undefined;
+}
+
+/**
+ * The security part of the Mosquitto config (see
+ * {@linkcode mosquittoConfig}): file paths and the TLS port, all resolved.
+ */
+export interface MosquittoSecurityConfig {
+  /** A `mosquitto_passwd` file: anonymous clients are then refused. */
+  passwordFile?: string;
+  /** A TLS listener. */
+  tls?: Required<MosquittoTlsOptions>;
 }
 
 /** Largest MQTT packet the broker accepts: 32 MiB, so 16 MiB payloads fit. */
@@ -50,6 +102,8 @@ export const MOSQUITTO_MAX_PACKET_BYTES = 32 * 1024 * 1024;
 
 const INSTALL_HINT =
   "Install it with `apt-get install mosquitto` (Debian/Ubuntu) or `brew install mosquitto` (macOS), or set DX_MOSQUITTO to its path.";
+const PASSWD_HINT =
+  "It comes with Mosquitto (`apt-get install mosquitto` on Debian/Ubuntu); or set DX_MOSQUITTO_PASSWD to its path.";
 
 /**
  * Starts Mosquitto on 127.0.0.1 with a config written into a fresh temporary
@@ -63,10 +117,21 @@ const INSTALL_HINT =
  * persisted and the log goes to stderr (captured in `logPath`), so Mosquitto
  * needs no writable file after it drops from root to its own user.
  *
- * @param options Port, signal, program and limits.
+ * With `users`, a password file is written with `mosquitto_passwd` and
+ * anonymous clients are refused; the readiness probe then logs in as the
+ * first user. With `tls`, a second listener speaks TLS with the given
+ * certificate, and with `tls.requireCertificate` it admits only clients with
+ * a certificate from `tls.caFile`, named by its common name. Each listener
+ * then has its own settings (`per_listener_settings true`). The files named
+ * in `tls` must be readable by the `mosquitto` user when this runs as root
+ * (see `generateTestCertificates` in tls.ts).
+ *
+ * @param options Port, signal, program, limits, users and TLS.
  * @returns The running broker; `stop()` it or use `await using`.
- * @throws {BrokerUnavailableError} When `mosquitto` is not installed.
+ * @throws {BrokerUnavailableError} When `mosquitto` (or, with `users`,
+ * `mosquitto_passwd`) is not installed.
  * @throws {BrokerStartError} When it exits or does not answer in time.
+ * @throws {RangeError} When a port, user name or password is not usable.
  *
  * @example Start, use and stop a broker
  * ```ts ignore
@@ -74,6 +139,26 @@ const INSTALL_HINT =
  *
  * await using mosquitto = await startMosquitto();
  * console.log(mosquitto.url); // mqtt://127.0.0.1:<port>
+ * ```
+ *
+ * @example A broker that wants a password, and one that wants a certificate
+ * ```ts ignore
+ * import { startMosquitto } from "./mosquitto.ts";
+ * import { generateTestCertificates } from "./tls.ts";
+ *
+ * await using withPassword = await startMosquitto({
+ *   users: { bridge: "a-test-password" },
+ * });
+ * await using certs = await generateTestCertificates({ clientName: "bridge" });
+ * await using withCertificate = await startMosquitto({
+ *   tls: {
+ *     caFile: certs.caCert,
+ *     certFile: certs.serverCert,
+ *     keyFile: certs.serverKey,
+ *     requireCertificate: true,
+ *   },
+ * });
+ * console.log(withCertificate.tlsUrl); // mqtts://127.0.0.1:<port>
  * ```
  */
 export async function startMosquitto(
@@ -83,26 +168,54 @@ export async function startMosquitto(
   validatePort(port, "port");
   if (options.port !== undefined) ensurePortFree(port, "Mosquitto");
   const readyTimeoutMs = options.readyTimeoutMs ?? 10_000;
+  const users = Object.entries(options.users ?? {});
+  for (const [user, password] of users) validateUser(user, password);
+  const tls = options.tls && {
+    ...options.tls,
+    port: options.tls.port ?? freePort([port]),
+    requireCertificate: options.tls.requireCertificate ?? false,
+  };
+  if (tls) {
+    validatePort(tls.port, "tls.port");
+    if (tls.port === port) {
+      throw new RangeError(
+        `tls.port must differ from port; both are ${port}`,
+      );
+    }
+    if (options.tls?.port !== undefined) {
+      ensurePortFree(tls.port, "Mosquitto's TLS listener");
+    }
+  }
 
   const executable = await findMosquitto(options.executable);
+  const passwd = users.length > 0
+    ? await findPasswd(options.passwdExecutable)
+    : undefined;
   const dataDir = await Deno.makeTempDir({ prefix: "dx-mosquitto-" });
   const configPath = `${dataDir}/mosquitto.conf`;
   try {
+    const passwordFile = passwd === undefined
+      ? undefined
+      : await writePasswordFile(passwd, `${dataDir}/passwords`, users);
     await Deno.writeTextFile(
       configPath,
-      mosquittoConfig(port, options.stockLimits ?? false),
+      mosquittoConfig(port, options.stockLimits ?? false, {
+        passwordFile,
+        tls,
+      }),
     );
     // Mosquitto reads its config as root, then drops to user `mosquitto`;
     // the directory stays readable for anyone who looks at the log.
     await Deno.chmod(dataDir, 0o755);
-    const broker = new MosquittoProcess({
+    const login = users[0] && { username: users[0][0], password: users[0][1] };
+    const broker = new MosquittoProcess(tls?.port, {
       label: `Mosquitto on 127.0.0.1:${port}`,
       port,
       executable,
       args: ["-c", configPath],
       dataDir,
       logPath: `${dataDir}/mosquitto.log`,
-      probe: (signal) => mqttConnectProbe(port, signal),
+      probe: (signal) => mqttConnectProbe(port, signal, login),
       readyTimeoutMs,
       probeTimeoutMs: 2_000,
       stopTimeoutMs: 5_000,
@@ -118,8 +231,14 @@ export async function startMosquitto(
 /**
  * The Mosquitto config used by {@linkcode startMosquitto}.
  *
+ * Without `security` there is one listener that admits anonymous clients.
+ * With it, each listener has its own settings: the plain one takes the
+ * password file when there is one; the TLS one (if any) takes the client
+ * certificate as the identity when it requires one, else the password file.
+ *
  * @param port The listener port on 127.0.0.1.
  * @param stockLimits Leave out the raised queue and in-flight limits.
+ * @param security A password file and a TLS listener, if any.
  * @returns The text of a `mosquitto.conf`.
  *
  * @example Look at the limits
@@ -129,12 +248,44 @@ export async function startMosquitto(
  * console.log(mosquittoConfig(1883, false).includes("max_queued_messages")); // true
  * ```
  */
-export function mosquittoConfig(port: number, stockLimits: boolean): string {
+export function mosquittoConfig(
+  port: number,
+  stockLimits: boolean,
+  security: MosquittoSecurityConfig = {},
+): string {
   validatePort(port, "port");
+  const { passwordFile, tls } = security;
   const lines = [
     "# Written by tools/brokers/mosquitto.ts for one run; deleted on stop.",
-    `listener ${port} 127.0.0.1`,
-    "allow_anonymous true",
+  ];
+  if (passwordFile === undefined && tls === undefined) {
+    lines.push(`listener ${port} 127.0.0.1`, "allow_anonymous true");
+  } else {
+    lines.push(
+      "# Authentication is set per listener below.",
+      "per_listener_settings true",
+      `listener ${port} 127.0.0.1`,
+      ...passwordLines(passwordFile),
+    );
+  }
+  if (tls !== undefined) {
+    validatePort(tls.port, "tls.port");
+    lines.push(
+      `listener ${tls.port} 127.0.0.1`,
+      `cafile ${tls.caFile}`,
+      `certfile ${tls.certFile}`,
+      `keyfile ${tls.keyFile}`,
+      ...(tls.requireCertificate
+        ? [
+          "# A client certificate from cafile is required; its CN is the user.",
+          "require_certificate true",
+          "use_identity_as_username true",
+          "allow_anonymous false",
+        ]
+        : passwordLines(passwordFile)),
+    );
+  }
+  lines.push(
     "persistence false",
     "# stderr, not stdout: stdout is block-buffered when it is a file, so",
     "# the log would only appear when Mosquitto exits.",
@@ -144,7 +295,7 @@ export function mosquittoConfig(port: number, stockLimits: boolean): string {
     "log_type notice",
     "log_type information",
     "log_timestamp_format %Y-%m-%dT%H:%M:%S",
-  ];
+  );
   if (!stockLimits) {
     lines.push(
       "# Stock limits queue 1000 QoS 1/2 messages per client above 20 in",
@@ -161,10 +312,109 @@ export function mosquittoConfig(port: number, stockLimits: boolean): string {
   return lines.join("\n") + "\n";
 }
 
+function passwordLines(passwordFile: string | undefined): string[] {
+  return passwordFile === undefined
+    ? ["allow_anonymous true"]
+    : [`password_file ${passwordFile}`, "allow_anonymous false"];
+}
+
 class MosquittoProcess extends BrokerProcess implements MosquittoBroker {
+  readonly tlsPort: number | undefined;
+
+  constructor(
+    tlsPort: number | undefined,
+    options: ConstructorParameters<typeof BrokerProcess>[0],
+  ) {
+    super(options);
+    this.tlsPort = tlsPort;
+  }
+
   get url(): string {
     return `mqtt://127.0.0.1:${this.port}`;
   }
+
+  get tlsUrl(): string | undefined {
+    return this.tlsPort === undefined
+      ? undefined
+      : `mqtts://127.0.0.1:${this.tlsPort}`;
+  }
+}
+
+function validateUser(user: string, password: string): void {
+  if (user === "" || /[:\r\n]/.test(user)) {
+    throw new RangeError(
+      `Mosquitto user names must be non-empty, without ':' or line breaks; got ${
+        JSON.stringify(user)
+      }`,
+    );
+  }
+  if (password === "" || /[\r\n]/.test(password)) {
+    throw new RangeError(
+      `The password of Mosquitto user ${
+        JSON.stringify(user)
+      } must be non-empty and on one line`,
+    );
+  }
+}
+
+async function findPasswd(explicit: string | undefined): Promise<string> {
+  const fromEnv = readEnv("DX_MOSQUITTO_PASSWD");
+  const candidates = explicit !== undefined
+    ? [explicit]
+    : fromEnv !== undefined
+    ? [fromEnv]
+    : ["mosquitto_passwd", "/usr/bin/mosquitto_passwd"];
+  let lastError: unknown;
+  for (const candidate of candidates) {
+    try {
+      // Without arguments it prints its usage and exits: enough to know it runs.
+      await probeTool(candidate, [], "");
+      return candidate;
+    } catch (error) {
+      if (!(error instanceof BrokerUnavailableError)) throw error;
+      lastError = error.cause;
+    }
+  }
+  throw new BrokerUnavailableError(
+    `mosquitto_passwd is not installed: tried ${
+      candidates.join(", ")
+    }; it writes the password file of a Mosquitto with users. ${PASSWD_HINT}`,
+    { cause: lastError },
+  );
+}
+
+/**
+ * Writes the users into a new password file with `mosquitto_passwd -b`
+ * (hashed, never in clear). The password is on its command line, visible to
+ * this machine's users for a moment: acceptable for test passwords only.
+ */
+async function writePasswordFile(
+  passwd: string,
+  path: string,
+  users: ReadonlyArray<[string, string]>,
+): Promise<string> {
+  await Deno.writeTextFile(path, "");
+  for (const [user, password] of users) {
+    const output = await new Deno.Command(passwd, {
+      args: ["-b", path, user, password],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    if (!output.success) {
+      const decoder = new TextDecoder();
+      const said = (decoder.decode(output.stdout) +
+        decoder.decode(output.stderr)).trim();
+      throw new BrokerStartError(
+        `\`${passwd} -b ${path} ${user} ***\` failed with exit code ${output.code}; ` +
+          `check that it is the mosquitto_passwd of Mosquitto 2. It said:\n${said}`,
+        { cause: new Error(said) },
+      );
+    }
+  }
+  // Read by Mosquitto after it dropped from root to its own user.
+  await Deno.chmod(path, 0o644);
+  return path;
 }
 
 async function findMosquitto(explicit: string | undefined): Promise<string> {
@@ -193,26 +443,16 @@ async function findMosquitto(explicit: string | undefined): Promise<string> {
 }
 
 /**
- * Connects with MQTT 3.1.1, expects CONNACK with return code 0, disconnects.
+ * Connects with MQTT 3.1.1 (with a user name and password when given),
+ * expects CONNACK with return code 0, disconnects.
  */
 async function mqttConnectProbe(
   port: number,
   signal: AbortSignal,
+  login?: { username: string; password: string },
 ): Promise<void> {
   const clientId = `dx-probe-${crypto.randomUUID().slice(0, 8)}`;
-  const id = new TextEncoder().encode(clientId);
-  const connect = new Uint8Array([
-    0x10,
-    12 + id.length,
-    ...[0x00, 0x04, 0x4d, 0x51, 0x54, 0x54], // "MQTT"
-    0x04, // protocol level 3.1.1
-    0x02, // clean session
-    0x00,
-    0x05, // keep alive 5 s
-    0x00,
-    id.length,
-    ...id,
-  ]);
+  const connect = connectPacket(clientId, login);
 
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   const onAbort = () => conn.close();
@@ -233,6 +473,36 @@ async function mqttConnectProbe(
     signal.removeEventListener("abort", onAbort);
     if (!signal.aborted) conn.close();
   }
+}
+
+/** An MQTT 3.1.1 CONNECT packet (§3.1): clean session, keep alive 5 s. */
+function connectPacket(
+  clientId: string,
+  login: { username: string; password: string } | undefined,
+): Uint8Array {
+  const encoder = new TextEncoder();
+  const field = (text: string) => {
+    const bytes = encoder.encode(text);
+    return [bytes.length >> 8, bytes.length & 0xff, ...bytes];
+  };
+  const flags = 0x02 | (login ? 0xc0 : 0x00); // clean session, user, password
+  const body = [
+    ...field("MQTT"),
+    0x04, // protocol level 3.1.1
+    flags,
+    0x00,
+    0x05, // keep alive 5 s
+    ...field(clientId),
+    ...(login ? [...field(login.username), ...field(login.password)] : []),
+  ];
+  // Remaining length: 7 bits per byte, high bit set while more follow.
+  const length: number[] = [];
+  let left = body.length;
+  do {
+    length.push((left & 0x7f) | (left > 0x7f ? 0x80 : 0));
+    left >>= 7;
+  } while (left > 0);
+  return new Uint8Array([0x10, ...length, ...body]);
 }
 
 async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
