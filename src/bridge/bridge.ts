@@ -14,6 +14,7 @@ import {
   toKafkaRecord,
 } from "../cloudevents/mod.ts";
 import { DataExchangeError, isDataExchangeError } from "../errors.ts";
+import { retryWithBackoff } from "../_retry.ts";
 import { createKafka, describeError } from "../kafka/_kafkajs.ts";
 import { connectWithRetry, KafkaSink } from "../kafka/sink.ts";
 import { kafkaStream } from "../kafka/stream.ts";
@@ -291,8 +292,7 @@ async function mqttToKafka(
     const unreachable = setTimeout(() => {
       if (!ready) {
         logger.warn(
-          "MQTT broker at {url} not reachable yet; still trying" +
-            LOCAL_BROKERS_HINT,
+          "MQTT connection to {url} not up after 5 s; still trying (the warnings above say why; for local brokers, run `deno task brokers` and point the bridge at the addresses it prints)",
           { url: redactUrl(config.mqtt.url) },
         );
       }
@@ -334,15 +334,41 @@ async function kafkaToMqtt(
   signal.addEventListener("abort", onStop, { once: true });
   let sink: MqttSink;
   try {
-    sink = await MqttSink.connect({
-      url: config.mqtt.url,
-      clientId: `${config.mqtt.clientId}-out-${index}`,
-      clientOptions: mqtt.clientOptions,
-      protocolVersion: config.mqtt.protocolVersion,
-      mode: route.mode,
-      topic: topicTemplate(route.mqttTopic),
-      signal: connecting.signal,
-    });
+    // A refused login (wrong password, access rules) may be fixed at the
+    // broker while the bridge runs, as the MQTT stream also assumes: keep
+    // trying with backoff rather than stop the whole bridge.
+    sink = await retryWithBackoff(
+      () =>
+        MqttSink.connect({
+          url: config.mqtt.url,
+          clientId: `${config.mqtt.clientId}-out-${index}`,
+          clientOptions: mqtt.clientOptions,
+          protocolVersion: config.mqtt.protocolVersion,
+          mode: route.mode,
+          topic: topicTemplate(route.mqttTopic),
+          reconnectPeriodMs: config.mqtt.reconnectPeriodMs,
+          signal: connecting.signal,
+        }),
+      {
+        signal: connecting.signal,
+        initialDelayMs: config.mqtt.reconnectPeriodMs,
+        maxDelayMs: config.mqtt.reconnectMaxDelayMs,
+        shouldRetry: (error) =>
+          isDataExchangeError(error) && error.code === "connect-refused",
+        onRetry: ({ attempt, delayMs, error }) => {
+          metrics?.retried("mqtt_connect");
+          logger.warn(
+            "Kafka to MQTT route {route} cannot connect; attempt {attempt}, next in {delayMs} ms: {error}",
+            {
+              route: index,
+              attempt,
+              delayMs: Math.round(delayMs),
+              error: describeError(error),
+            },
+          );
+        },
+      },
+    );
   } catch (error) {
     if (signal.aborted) return;
     throw error;

@@ -8,7 +8,7 @@ import { getLogger } from "@logtape/logtape";
 import type { Message, Producer } from "kafkajs";
 import { CompressionTypes, Partitioners } from "kafkajs";
 import type { KafkaRecord } from "../cloudevents/mod.ts";
-import { DataExchangeError } from "../errors.ts";
+import { DataExchangeError, isDataExchangeError } from "../errors.ts";
 import {
   type BreakerRetryEvent,
   type BreakerState,
@@ -615,20 +615,36 @@ export async function connectWithRetry(
     onRetry: (event) => {
       const { attempt, delayMs, error } = event;
       options.onRetry?.(event);
+      const properties = {
+        brokers,
+        attempt,
+        delayMs: Math.round(delayMs),
+        error: describeError(error),
+      };
+      if (isRefusal(error)) {
+        // Kafka answered and said no: its error says what to do, and the
+        // hint about starting local brokers does not apply.
+        logger.warn(
+          "Kafka at {brokers} refused the connection; attempt {attempt}, next in {delayMs} ms: {error}",
+          properties,
+        );
+        return;
+      }
       // The hint is a constant of the caller, so the template stays constant
       // per call site; as a property it would be quoted like a value.
       logger.warn(
         "Kafka not reachable at {brokers}; attempt {attempt}, next in {delayMs} ms: {error}" +
           hint,
-        {
-          brokers,
-          attempt,
-          delayMs: Math.round(delayMs),
-          error: describeError(error),
-        },
+        properties,
       );
     },
   });
+}
+
+/** A refused login or TLS handshake, as opposed to no answer at all. */
+function isRefusal(error: unknown): boolean {
+  return isDataExchangeError(error) &&
+    (error.code === "kafka-auth-failed" || error.code === "kafka-tls-failed");
 }
 
 function logProduceRetry(

@@ -500,9 +500,12 @@ export class MqttSink implements EventSink, AsyncDisposable {
       }
     });
     client.on("error", (error) => {
+      // The message and code, not the Error object: its own properties are
+      // not enumerable, so a JSON log would show only `{"code":135}`.
       logger.warn("MQTT client error at {url}: {error}", {
         url: redactUrl(url),
-        error,
+        error: error.message,
+        code: (error as { code?: unknown }).code,
       });
     });
     client.on("packetreceive", (packet) => {

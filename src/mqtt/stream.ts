@@ -529,10 +529,13 @@ function watchConnection(
     }
   });
   client.on("reconnect", () => onState?.("connecting"));
+  // Connection errors are reported by the reconnect warning, with what to
+  // do; this line is the client's own wording, for debugging.
   client.on("error", (error) => {
-    logger.warn("MQTT client error at {url}: {error}", {
+    logger.debug("MQTT client error at {url}: {error}", {
       url: redactUrl(settings.url),
-      error,
+      error: error.message,
+      code: (error as { code?: unknown }).code,
     });
   });
 }
