@@ -393,7 +393,7 @@ export const CASES: readonly CaseSpec[] = [
   bridgeCase("bridge", "bridge, at-least-once"),
   ackOnReceipt,
   scaleOut,
-  // Beyond issue 7: the bridge with the V8 heap settings that bound its
+  // Beyond the required cases: the bridge with the V8 heap settings that bound its
   // memory (see bench/README.md); run when `deno task bridge` lacks them.
   bridgeCase("bridge-heap", "bridge, at-least-once, V8 heap flags", HEAP_FLAGS),
 ];

@@ -170,7 +170,7 @@ export function markdown(report: BenchReport, jsonName: string): string {
     "",
   ];
   if (report.outage) parts.push(outageTable(report.outage), "");
-  parts.push("Targets of issue 7:", "", ...targetLines(report.targets), "");
+  parts.push("Targets:", "", ...targetLines(report.targets), "");
   parts.push(
     "How to read it:",
     "",

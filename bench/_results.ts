@@ -71,7 +71,7 @@ export interface OutageResult {
   error?: string;
 }
 
-/** A target of issue 7 and whether the run met it. */
+/** A target of the benchmark and whether the run met it. */
 export interface TargetResult {
   target: string;
   measured: string;
@@ -106,7 +106,7 @@ function find(cases: CaseResult[], id: string, size: number) {
 
 const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
 
-/** Holds the run's results to the targets of issue 7. */
+/** Holds the run's results to the benchmark's targets. */
 export function evaluateTargets(
   cases: CaseResult[],
   outage: OutageResult | null,
