@@ -6,6 +6,11 @@
  * @module
  */
 import { abortableDelay } from "../src/_retry.ts";
+import {
+  type BridgeConfig,
+  type BridgeStats,
+  runBridge,
+} from "../src/bridge/mod.ts";
 
 const CLI = new URL("../src/cli/main.ts", import.meta.url).pathname;
 
@@ -196,4 +201,39 @@ export async function waitFor(
     }
     await abortableDelay(intervalMs);
   }
+}
+
+/** A bridge running in the test's own process. */
+export interface InProcessBridge {
+  /** Aborting it stops the bridge. */
+  controller: AbortController;
+  /** Settles with the final counts once the bridge has stopped. */
+  running: Promise<BridgeStats>;
+  /** Stops the bridge and resolves with its final counts. */
+  stop(): Promise<BridgeStats>;
+}
+
+/**
+ * Runs the bridge in this process and resolves once it is subscribed; fails
+ * at once if the bridge fails before that.
+ */
+export async function startBridgeInProcess(
+  config: BridgeConfig,
+): Promise<InProcessBridge> {
+  const controller = new AbortController();
+  let ready!: () => void;
+  const isReady = new Promise<void>((resolve) => ready = resolve);
+  const running = runBridge(config, {
+    signal: controller.signal,
+    onReady: ready,
+  });
+  await Promise.race([isReady, running]);
+  return {
+    controller,
+    running,
+    stop: () => {
+      controller.abort();
+      return running;
+    },
+  };
 }

@@ -4,12 +4,9 @@ import {
   fromKafkaRecord,
   serializeStructured,
 } from "../src/cloudevents/mod.ts";
-import {
-  type BridgeConfig,
-  parseConfig,
-  runBridge,
-} from "../src/bridge/mod.ts";
+import { parseConfig } from "../src/bridge/mod.ts";
 import { kafkaStream } from "../src/kafka/stream.ts";
+import { startBridgeInProcess } from "./_bridge.ts";
 import { testBrokers } from "./_brokers.ts";
 import {
   createTopics,
@@ -22,19 +19,6 @@ import {
 
 const brokers = await testBrokers();
 const encoder = new TextEncoder();
-
-/** Runs the bridge in this process and resolves once it is subscribed. */
-async function startBridge(config: BridgeConfig) {
-  const controller = new AbortController();
-  let ready!: () => void;
-  const isReady = new Promise<void>((resolve) => ready = resolve);
-  const running = runBridge(config, {
-    signal: controller.signal,
-    onReady: ready,
-  });
-  await isReady;
-  return { controller, running };
-}
 
 /** Malformed payloads and the dead-letter reason each must get. */
 const MALFORMED: ReadonlyArray<[string, Uint8Array]> = [
@@ -81,7 +65,7 @@ Deno.test({
       deadLetterTopic,
       log: { level: "warning" },
     });
-    const { controller, running } = await startBridge(config);
+    const { controller, running } = await startBridgeInProcess(config);
 
     // 200 events of each kind; half structured, half binary (MQTT 5).
     const kinds = ["telemetry", "alert", "audit", "unknown", undefined];
@@ -202,7 +186,7 @@ Deno.test({
         deadLetterTopic: `${id}.dlq`,
         log: { level: "warning" },
       });
-      const { controller, running } = await startBridge(config);
+      const { controller, running } = await startBridgeInProcess(config);
       const events = Array.from({ length: 20 }, (_, i) =>
         createCloudEvent({
           source: `/roundtrip/${mode}`,

@@ -20,10 +20,10 @@ import {
 import { hostilePayload } from "../src/cloudevents/_test_arbitraries.ts";
 import {
   type BridgeConfig,
-  type BridgeStats,
+  type BridgeConfigInput,
   parseConfig,
-  runBridge,
 } from "../src/bridge/mod.ts";
+import { startBridgeInProcess } from "./_bridge.ts";
 import { testBrokers } from "./_brokers.ts";
 import {
   createTopics,
@@ -38,22 +38,24 @@ import {
 const brokers = await testBrokers();
 const encoder = new TextEncoder();
 
-/** Runs the bridge in this process and resolves once it is subscribed. */
-async function startBridge(config: BridgeConfig) {
-  const controller = new AbortController();
-  let ready!: () => void;
-  const isReady = new Promise<void>((resolve) => ready = resolve);
-  const running = runBridge(config, {
-    signal: controller.signal,
-    onReady: ready,
-  });
-  await isReady;
-  return {
-    stop: (): Promise<BridgeStats> => {
-      controller.abort();
-      return running;
+/**
+ * The bridge's configuration for test `id` on the test brokers: MQTT topics
+ * under `id/`, dead letters in `id.dlq`, the default topic `id.default`.
+ */
+function bridgeConfig(id: string, fields: BridgeConfigInput): BridgeConfig {
+  return parseConfig({
+    mqtt: {
+      url: brokers!.mqttUrl,
+      topics: [`${id}/#`],
+      clientId: `${id}-bridge`,
     },
-  };
+    kafka: { brokers: brokers!.kafkaBrokers },
+    routes: {},
+    defaultTopic: `${id}.default`,
+    deadLetterTopic: `${id}.dlq`,
+    log: { level: "error" },
+    ...fields,
+  });
 }
 
 const BASE = { specversion: "1.0", id: "h-1", source: "/hostile", type: "t" };
@@ -314,18 +316,9 @@ Deno.test({
     const telemetry = `${id}.telemetry`;
     const defaultTopic = `${id}.default`;
     const deadLetterTopic = `${id}.dlq`;
-    const bridge = await startBridge(parseConfig({
-      mqtt: {
-        url: brokers!.mqttUrl,
-        topics: [`${id}/#`],
-        clientId: `${id}-bridge`,
-      },
-      kafka: { brokers: brokers!.kafkaBrokers },
-      routes: { telemetry },
-      defaultTopic,
-      deadLetterTopic,
-      log: { level: "error" },
-    }));
+    const bridge = await startBridgeInProcess(
+      bridgeConfig(id, { routes: { telemetry }, defaultTopic }),
+    );
 
     // Each case on its own MQTT topic, between two valid events.
     const valid: CloudEvent[] = [];
@@ -467,18 +460,9 @@ Deno.test({
     const id = uniqueName("fuzz");
     const events = `${id}.events`;
     const deadLetterTopic = `${id}.dlq`;
-    const bridge = await startBridge(parseConfig({
-      mqtt: {
-        url: brokers!.mqttUrl,
-        topics: [`${id}/#`],
-        clientId: `${id}-bridge`,
-      },
-      kafka: { brokers: brokers!.kafkaBrokers },
-      routes: {},
-      defaultTopic: events,
-      deadLetterTopic,
-      log: { level: "error" },
-    }));
+    const bridge = await startBridgeInProcess(
+      bridgeConfig(id, { defaultTopic: events }),
+    );
 
     const hostile = fc.sample(hostilePayload(), { numRuns: 10_000, seed: 42 });
     const valid: CloudEvent[] = [];
@@ -556,16 +540,13 @@ Deno.test({
       );
       if (received.length === goods.length) allReceived();
     });
-    const bridge = await startBridge(parseConfig({
+    const bridge = await startBridgeInProcess(bridgeConfig(id, {
+      // Not the route's output topics: what it publishes must not come back.
       mqtt: {
         url: brokers!.mqttUrl,
         topics: [`${id}/unused/#`],
         clientId: `${id}-bridge`,
       },
-      kafka: { brokers: brokers!.kafkaBrokers },
-      routes: {},
-      defaultTopic: `${id}.default`,
-      deadLetterTopic,
       kafkaToMqtt: [{
         topics: [commands],
         mqttTopic: `${id}/out/{subject}`,

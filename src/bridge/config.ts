@@ -453,8 +453,8 @@ export interface BridgeConfig {
  * ```
  */
 export type BridgeConfigInput = {
-  [K in keyof BridgeConfig]?: BridgeConfig[K] extends unknown[]
-    ? BridgeConfig[K]
+  [K in keyof BridgeConfig]?: BridgeConfig[K] extends readonly (infer Item)[]
+    ? (Item extends object ? Partial<Item> : Item)[]
     : BridgeConfig[K] extends object ? Partial<BridgeConfig[K]>
     : BridgeConfig[K];
 };

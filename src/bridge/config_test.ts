@@ -212,15 +212,17 @@ Deno.test("secrets come only from the environment or a file, and are never shown
   assert.ok(!invalid.includes("no-sasl-section"), invalid);
 });
 
-Deno.test("BridgeConfigInput takes nested sections with only some of their fields", () => {
+Deno.test("BridgeConfigInput takes nested sections and route entries with only some of their fields", () => {
   // Regression: nested sections did not type-check, because interfaces are
   // not assignable to Record<string, unknown>.
   const input: BridgeConfigInput = {
     mqtt: { topics: ["plant/#"] },
     kafka: { brokers: ["127.0.0.1:9092"], batchSize: 100 },
     routes: { telemetry: "plant.telemetry" },
+    kafkaToMqtt: [{ topics: ["plant.commands"], mqttTopic: "plant/commands" }],
   };
   const config = parseConfig(input);
+  assert.equal(config.kafkaToMqtt[0].mode, "structured");
   assert.deepEqual(config.mqtt.topics, ["plant/#"]);
   assert.equal(config.kafka.batchSize, 100);
   assert.equal(config.mqtt.maxInFlight, 1000);
