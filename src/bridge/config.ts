@@ -53,7 +53,7 @@ const mqttSchema = z.strictObject({
     .describe("Subscription QoS; 1 for at-least-once delivery."),
   maxInFlight: z.int().min(1).max(65535).default(1000)
     .describe("Most messages received and not yet acknowledged."),
-  maxInFlightBytes: z.int().min(1024).default(67108864)
+  maxInFlightBytes: z.int().min(1024).default(16777216)
     .describe(
       "Most payload bytes received and not yet acknowledged; one larger message still passes alone.",
     ),
@@ -241,7 +241,7 @@ export interface MqttConfig {
   maxInFlight: number;
   /**
    * Most payload bytes received and not yet acknowledged; one larger message
-   * still passes alone. Default 67108864 (64 MiB).
+   * still passes alone. Default 16777216 (16 MiB).
    */
   maxInFlightBytes: number;
   /** MQTT 5 session expiry, in seconds. Default 604800. */

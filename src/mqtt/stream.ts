@@ -142,8 +142,8 @@ export interface MqttStreamOptions {
   /**
    * Most payload bytes received and not yet acknowledged. At the cap the
    * stream stops reading, as at `maxInFlight`; a single message larger than
-   * the cap still passes when nothing else is in flight. Default 67108864
-   * (64 MiB).
+   * the cap still passes when nothing else is in flight. Default 16777216
+   * (16 MiB).
    */
   maxInFlightBytes?: number;
   /** MQTT 5 session expiry in seconds. Default 604800 (one week). */
@@ -407,7 +407,7 @@ function validate(options: MqttStreamOptions): Settings {
       `mqttStream maxInFlight must be an integer from 1 to 65535, got ${maxInFlight}`,
     );
   }
-  const maxInFlightBytes = options.maxInFlightBytes ?? 64 * 1024 * 1024;
+  const maxInFlightBytes = options.maxInFlightBytes ?? 16 * 1024 * 1024;
   if (!Number.isSafeInteger(maxInFlightBytes) || maxInFlightBytes < 1) {
     throw new RangeError(
       `mqttStream maxInFlightBytes must be a positive integer, got ${maxInFlightBytes}`,
