@@ -696,13 +696,27 @@ export function parseConfig(
   }
   const result = configSchema.safeParse(input, { reportInput: true });
   if (result.success) return result.data;
-  const lines = result.error.issues.map((issue) => {
+  const lines = result.error.issues.flatMap((issue) => {
     const path = issue.path.length > 0 ? issue.path.join(".") : "(root)";
+    if (issue.code === "unrecognized_keys") {
+      // One line per key, and never the values: a misspelled secret field
+      // holds a secret.
+      const prefix = issue.path.length > 0 ? `${path}.` : "";
+      return issue.keys.map((key) =>
+        `  ${prefix}${key}: unknown field; check its spelling against the configuration reference`
+      );
+    }
     const secret = SECRET_FIELDS.some((field) => path.startsWith(field));
-    const given = "input" in issue && issue.input !== undefined
-      ? `; given ${secret ? "(hidden)" : show(issue.input)}`
-      : "";
-    return `  ${path}: ${issue.message}${given}`;
+    const input = "input" in issue ? issue.input : undefined;
+    // Scalars only: a whole section may hold secrets under any name.
+    const given = input === undefined
+      ? ""
+      : secret
+      ? "; given (hidden)"
+      : typeof input === "object" && input !== null
+      ? `; given ${Array.isArray(input) ? "a list" : "an object"}`
+      : `; given ${show(input)}`;
+    return [`  ${path}: ${issue.message}${given}`];
   });
   throw new DataExchangeError(
     "invalid-config",
