@@ -9,6 +9,7 @@ import {
 } from "../src/cloudevents/mod.ts";
 import { parseConfig, runBridge } from "../src/bridge/mod.ts";
 import { KafkaSink } from "../src/kafka/sink.ts";
+import { startBridgeInProcess } from "./_bridge.ts";
 import { testBrokers } from "./_brokers.ts";
 import { createTopics, header, readTopics, uniqueName } from "./_kafka.ts";
 
@@ -132,5 +133,54 @@ Deno.test({
     const [offsets] = await admin.fetchOffsets({ groupId, topics: [commands] });
     await admin.disconnect();
     assert.equal(offsets.partitions[0].offset, String(count + 1));
+  },
+});
+
+Deno.test({
+  name:
+    "the source topics of Kafka to MQTT routes are created at start, or named when they are missing",
+  ignore: brokers === undefined,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    // Regression: a missing source topic stopped the bridge with Kafka's
+    // "This server does not host this topic-partition", naming no topic.
+    const id = uniqueName("k2m-topics");
+    const commands = `${id}.commands`;
+    const config = (createTopics: boolean) =>
+      parseConfig({
+        mqtt: {
+          url: brokers!.mqttUrl,
+          topics: [`${id}/unused/#`],
+          clientId: `${id}-bridge`,
+        },
+        kafka: { brokers: brokers!.kafkaBrokers, createTopics },
+        routes: {},
+        defaultTopic: `${id}.default`,
+        deadLetterTopic: `${id}.dlq`,
+        kafkaToMqtt: [{ topics: [commands], mqttTopic: `${id}/out` }],
+        log: { level: "error" },
+      });
+
+    await assert.rejects(
+      runBridge(config(false)),
+      (error: Error) =>
+        error.message.includes(commands) &&
+        error.message.includes("kafka.createTopics"),
+    );
+
+    const bridge = await startBridgeInProcess(config(true));
+    await bridge.stop();
+    const admin = new Kafka({
+      clientId: uniqueName("admin"),
+      brokers: [...brokers!.kafkaBrokers],
+      logLevel: logLevel.NOTHING,
+    }).admin();
+    await admin.connect();
+    try {
+      assert.ok((await admin.listTopics()).includes(commands));
+    } finally {
+      await admin.disconnect();
+    }
   },
 });

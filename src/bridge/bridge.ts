@@ -594,7 +594,12 @@ async function prepareTopics(
   }
   try {
     const existing = new Set(await admin.listTopics());
-    const missing = router.topics.filter((topic) => !existing.has(topic));
+    // The topics written to, and those the Kafka → MQTT routes read from.
+    const wanted = new Set([
+      ...router.topics,
+      ...config.kafkaToMqtt.flatMap((route) => route.topics),
+    ]);
+    const missing = [...wanted].filter((topic) => !existing.has(topic));
     if (missing.length === 0) return;
     if (!config.kafka.createTopics) {
       throw new DataExchangeError(
