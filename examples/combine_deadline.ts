@@ -9,7 +9,7 @@
  *
  * Run against local brokers (`deno task brokers` prints their addresses):
  *
- *   MQTT_URL=mqtt://127.0.0.1:1883 WINDOW_MS=5000 \
+ *   MQTT_URL=mqtt://127.0.0.1:<port> WINDOW_MS=5000 \
  *     deno run --allow-net --allow-env examples/combine_deadline.ts
  *
  * Stops when the window closes, or on Ctrl-C.

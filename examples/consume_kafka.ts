@@ -9,7 +9,7 @@
  *
  * Run against local brokers (`deno task brokers` prints their addresses):
  *
- *   KAFKA_BROKERS=127.0.0.1:9092 TOPIC=dx.telemetry \
+ *   KAFKA_BROKERS=127.0.0.1:<port> TOPIC=dx.telemetry \
  *     deno run --allow-net --allow-env examples/consume_kafka.ts
  *
  * Stops on Ctrl-C, or after MAX_RECORDS records when that is set.

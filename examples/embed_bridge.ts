@@ -11,7 +11,7 @@
  *
  * Run against local brokers (`deno task brokers` prints their addresses):
  *
- *   DX_MQTT_URL=mqtt://127.0.0.1:1883 DX_KAFKA_BROKERS=127.0.0.1:9092 \
+ *   DX_MQTT_URL=mqtt://127.0.0.1:<port> DX_KAFKA_BROKERS=127.0.0.1:<port> \
  *     PORT=8080 deno run --allow-net --allow-env examples/embed_bridge.ts
  *   curl http://127.0.0.1:8080/status
  *

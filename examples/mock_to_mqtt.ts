@@ -12,7 +12,7 @@
  * Run against local brokers (`deno task brokers` prints their addresses),
  * with `deno task bridge` running to see the events arrive in Kafka:
  *
- *   MQTT_URL=mqtt://127.0.0.1:1883 RATE=10 COUNT=100 \
+ *   MQTT_URL=mqtt://127.0.0.1:<port> RATE=10 COUNT=100 \
  *     deno run --allow-net --allow-env examples/mock_to_mqtt.ts
  *
  * Stops after COUNT events (no end when unset), or on Ctrl-C.

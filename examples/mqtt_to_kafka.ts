@@ -3,11 +3,13 @@
  *
  * Reads CloudEvents from `devices/#`, routes each by its `classification` to
  * a Kafka topic, and acknowledges the MQTT message once Kafka has the record.
- * Invalid messages go to the dead-letter topic with the reason.
+ * Invalid messages go to the dead-letter topic with the reason. It writes to
+ * the Kafka topics `example.telemetry`, `example.alerts`,
+ * `example.unclassified` and `example.deadletter`.
  *
  * Run against local brokers (`deno task brokers` prints their addresses):
  *
- *   MQTT_URL=mqtt://127.0.0.1:1883 KAFKA_BROKERS=127.0.0.1:9092 \
+ *   MQTT_URL=mqtt://127.0.0.1:<port> KAFKA_BROKERS=127.0.0.1:<port> \
  *     deno run --allow-net --allow-env examples/mqtt_to_kafka.ts
  *
  * Stops on Ctrl-C, or after MAX_MESSAGES messages when that is set.
