@@ -287,7 +287,7 @@ Deno.test("configuration errors never show a password, not even inside a URL", a
   }
 });
 
-Deno.test("errors at start name the setting and the file, never a secret or a key", async () => {
+Deno.test("file and TLS errors are configuration errors (exit 2, also for --check-config) that name the setting and the file, never a secret or a key", async () => {
   await using files = await tlsFiles();
   const secret = `s${crypto.randomUUID().replaceAll("-", "")}`;
   const notAKey = `${files.dir}/not-a-key.pem`;
@@ -336,8 +336,17 @@ Deno.test("errors at start name the setting and the file, never a secret or a ke
       DX_LOG_LEVEL: "trace",
       ...env,
     });
-    assert.equal(code, 1, `${what}: exit code 1\n${output}`);
-    assert.match(output, /Bridge failed/, what);
+    // A configuration error: exit 2 before anything connects, also from
+    // --check-config (regression: it said "configuration ok").
+    assert.equal(code, 2, `${what}: exit code 2\n${output}`);
+    assert.match(output, expected, what);
+    assertHidden(what, output, [secret, files.keyBody]);
+    const checked = await runCli(["--check-config"], {
+      DX_KAFKA_BROKERS: "127.0.0.1:1",
+      ...env,
+    });
+    assert.equal(checked.code, 2, `${what}: --check-config exit code 2`);
+    assert.doesNotMatch(checked.output, /configuration ok/, what);
     assert.match(output, expected, what);
     assertHidden(what, output, [secret, files.keyBody]);
   }

@@ -21,6 +21,7 @@ import {
   redactConfig,
 } from "../bridge/config.ts";
 import { redactUrl } from "../mqtt/stream.ts";
+import { kafkaConnection, mqttConnection } from "../bridge/_connections.ts";
 import { isDataExchangeError } from "../errors.ts";
 import { BridgeMetrics } from "../metrics/metrics.ts";
 import { type HealthServer, serveHealth } from "../metrics/server.ts";
@@ -138,6 +139,11 @@ export async function main(argv: readonly string[]): Promise<number> {
       return 0;
     }
     loaded = await loadConfig(args);
+    // The files and combinations the connections need (TLS files, password
+    // files, TLS asked of a URL without it): configuration errors too, found
+    // before anything connects, for --check-config as for a run.
+    await mqttConnection(loaded.config);
+    await kafkaConnection(loaded.config);
   } catch (error) {
     console.error(error instanceof Error ? error.message : String(error));
     return 2;
