@@ -604,6 +604,78 @@ export function envName(path: string): string {
     ).join("_");
 }
 
+/** A variable that looks like a misspelled configuration variable. */
+export interface MisspelledVariable {
+  /** The variable as set, such as `DX_MQTT_URLL`. */
+  name: string;
+  /** The configuration variable it is closest to, such as `DX_MQTT_URL`. */
+  closest: string;
+}
+
+/**
+ * Finds `DX_` variables that are not configuration variables but are within
+ * two edits of one: almost certainly typos, which would otherwise be ignored
+ * without a word. Names further from every configuration variable are left
+ * alone (other tools may use the prefix).
+ *
+ * @param env The environment.
+ * @returns The suspicious variables, by name, each with its closest match.
+ *   It never throws.
+ *
+ * @example Catch a typo in a variable name
+ * ```ts
+ * import { misspelledVariables } from "@dataexchange/streams/bridge";
+ *
+ * const found = misspelledVariables({ DX_MQTT_URLL: "mqtt://127.0.0.1:1884" });
+ * console.log(found); // [ { name: "DX_MQTT_URLL", closest: "DX_MQTT_URL" } ]
+ * ```
+ */
+export function misspelledVariables(
+  env: Readonly<Record<string, string | undefined>>,
+): MisspelledVariable[] {
+  const known = [
+    "DX_CONFIG",
+    ...Object.keys(ENV_FIELDS).map((path) => envName(path)),
+  ];
+  const found: MisspelledVariable[] = [];
+  for (const name of Object.keys(env).sort()) {
+    if (!name.startsWith("DX_") || known.includes(name)) continue;
+    let closest = "";
+    let best = 3;
+    for (const candidate of known) {
+      const distance = editDistance(name, candidate, best);
+      if (distance < best) {
+        best = distance;
+        closest = candidate;
+      }
+    }
+    if (closest !== "") found.push({ name, closest });
+  }
+  return found;
+}
+
+// Levenshtein distance, giving up (returning `limit`) once it reaches it.
+function editDistance(a: string, b: string, limit: number): number {
+  if (Math.abs(a.length - b.length) >= limit) return limit;
+  let previous = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    let rowMin = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      current[j] = Math.min(
+        previous[j] + 1,
+        current[j - 1] + 1,
+        previous[j - 1] + cost,
+      );
+      rowMin = Math.min(rowMin, current[j]);
+    }
+    if (rowMin >= limit) return limit;
+    previous = current;
+  }
+  return Math.min(previous[b.length], limit);
+}
+
 /**
  * Validates a configuration object after applying the environment: every
  * field in {@linkcode ENV_FIELDS} can be set by its variable (see

@@ -5,6 +5,7 @@ import {
   ENV_FIELDS,
   envName,
   loadConfigFile,
+  misspelledVariables,
   parseConfig,
   redactConfig,
 } from "./config.ts";
@@ -256,4 +257,26 @@ Deno.test("a secret under a misspelled key is never shown in the config error", 
     assert.match(message, new RegExp(`${field}: unknown field`));
   }
   assert.ok(!message.includes(secret), message);
+});
+
+Deno.test("misspelledVariables() names DX_ typos with the variable meant, and leaves other names alone", () => {
+  // Regression: DX_MQTT_URLL was ignored without a word, and the bridge
+  // connected to the default address instead.
+  assert.deepEqual(
+    misspelledVariables({
+      DX_MQTT_URLL: "mqtt://127.0.0.1:1884",
+      DX_KAFKA_BROKER: "127.0.0.1:9093",
+      DX_KAFKA_SASL_PASWORD: "secret",
+      DX_MQTT_URL: "mqtt://127.0.0.1:1884",
+      DX_CONFIG: "bridge.yaml",
+      DX_TEST_MQTT_URL: "mqtt://127.0.0.1:1",
+      DX_KAFKA_VERSION: "4.1.1",
+      HOME: "/root",
+    }),
+    [
+      { name: "DX_KAFKA_BROKER", closest: "DX_KAFKA_BROKERS" },
+      { name: "DX_KAFKA_SASL_PASWORD", closest: "DX_KAFKA_SASL_PASSWORD" },
+      { name: "DX_MQTT_URLL", closest: "DX_MQTT_URL" },
+    ],
+  );
 });

@@ -48,6 +48,8 @@ export {
   type KafkaConfig,
   type KafkaToMqttRoute,
   loadConfigFile,
+  type MisspelledVariable,
+  misspelledVariables,
   type MqttConfig,
   parseConfig,
   redactConfig,

@@ -17,6 +17,7 @@ import { runBridge } from "../bridge/bridge.ts";
 import {
   type BridgeConfig,
   loadConfigFile,
+  misspelledVariables,
   parseConfig,
   redactConfig,
 } from "../bridge/config.ts";
@@ -149,6 +150,14 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 2;
   }
   const { config, source } = loaded;
+  const misspelled = misspelledVariables(Deno.env.toObject());
+  if (args.checkConfig || args.printConfig) {
+    for (const { name, closest } of misspelled) {
+      console.error(
+        `warning: ${name} is not a configuration variable and is ignored; did you mean ${closest}?`,
+      );
+    }
+  }
   if (args.checkConfig) {
     console.log("configuration ok");
     return 0;
@@ -162,6 +171,12 @@ export async function main(argv: readonly string[]): Promise<number> {
 
   await setUpLogging(config.log.level);
   const logger = getLogger(["dataexchange", "cli"]);
+  for (const { name, closest } of misspelled) {
+    logger.warn(
+      "{name} is not a configuration variable and is ignored; did you mean {closest}?",
+      { name, closest },
+    );
+  }
   logger.info(
     source === "defaults"
       ? "No configuration file given: using defaults and DX_ variables (MQTT at {mqttUrl}, Kafka at {kafkaBrokers})"
