@@ -46,6 +46,7 @@ async function writeConfig(
     mqtt?: Record<string, unknown>;
     kafka?: Record<string, unknown>;
     drainTimeoutMs?: number;
+    metrics?: Record<string, unknown>;
   } = {},
 ) {
   const dir = await Deno.makeTempDir({ prefix: "dx-faults-" });
@@ -66,6 +67,7 @@ async function writeConfig(
       defaultTopic: topic,
       deadLetterTopic: dlq,
       drainTimeoutMs: extra.drainTimeoutMs ?? 10_000,
+      ...(extra.metrics ? { metrics: extra.metrics } : {}),
       log: { level: "info" },
     }),
   );
@@ -963,5 +965,82 @@ Deno.test({
         `attempt ${i + 1} waited ${delayMs} ms`,
       );
     });
+  },
+});
+
+Deno.test({
+  name:
+    "SIGTERM while Kafka does not answer: exits 0 soon after the drain budget, with one summary line, and loses nothing",
+  ignore,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    // Regression: the disconnect waited for kafkajs's request timeout (26 s
+    // in all with a 10 s drain) and logged one error line per message.
+    await using brokers = (await isolatedTestBrokers())!;
+    const id = uniqueName("frozen");
+    const metricsPort = await freePort();
+    const drainTimeoutMs = 2000;
+    await using config = await writeConfig(
+      id,
+      brokers.mqttUrl,
+      brokers.kafkaBrokers,
+      { drainTimeoutMs, metrics: { port: metricsPort } },
+    );
+    await createTopics(brokers.kafkaBrokers, [config.topic, config.dlq]);
+    const bridge = new BridgeProcess(config.path);
+    await bridge.waitForLog("MQTT subscribed");
+
+    const kafkaPid = brokers.kafka.pid;
+    Deno.kill(kafkaPid, "SIGSTOP");
+    let stopped: { code: number; ms: number };
+    const events = makeEvents(200);
+    try {
+      await publishAll(brokers.mqttUrl, publications(config.mqttTopic, events));
+      await waitFor(
+        "200 messages in flight in the bridge",
+        async () => {
+          const text = await (await fetch(
+            `http://127.0.0.1:${metricsPort}/metrics`,
+          )).text();
+          const match = text.match(
+            /^dx_messages_in_flight\{direction="mqtt_to_kafka"\} (\d+)/m,
+          );
+          return Number(match?.[1] ?? 0) >= events.length;
+        },
+        30_000,
+        100,
+      );
+      stopped = await bridge.stop("SIGTERM");
+    } finally {
+      Deno.kill(kafkaPid, "SIGCONT");
+    }
+    assert.equal(stopped.code, 0, bridge.tail());
+    // The drain budget, the producer's disconnect grace (2 s), and room for
+    // a loaded machine; far below kafkajs's 30 s request timeout.
+    assert.ok(
+      stopped.ms < drainTimeoutMs + 2000 + 8000,
+      `stopped after ${stopped.ms} ms`,
+    );
+    assert.equal(
+      bridge.find("not delivered; left unacknowledged").length,
+      0,
+      "no error line per message",
+    );
+    assert.equal(bridge.find("were not settled within").length, 1);
+    figures("SIGTERM with Kafka frozen", {
+      "in flight": events.length,
+      "exit ms": stopped.ms,
+    });
+
+    // Nothing lost: a new bridge takes the redelivered messages.
+    const again = new BridgeProcess(config.path);
+    await again.waitForLog("MQTT subscribed");
+    await readUntilAll(
+      brokers.kafkaBrokers,
+      config.topic,
+      events.map((e) => e.id),
+    );
+    assert.equal((await again.stop()).code, 0);
   },
 });

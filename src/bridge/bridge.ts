@@ -493,10 +493,19 @@ function createDelivery(
         stats.failed++;
         metrics?.setInFlight(direction, stats.inFlight);
         metrics?.failed(direction);
-        logger.error(
-          "Message from {mqttTopic} not delivered; left unacknowledged for redelivery: {error}",
-          { mqttTopic: envelope.message.topic, error: describeError(error) },
-        );
+        if (isDataExchangeError(error) && error.code === "sink-closed") {
+          // Shutting down with records unconfirmed: the drain's summary
+          // says how many; one line each would flood the log.
+          logger.debug(
+            "Message from {mqttTopic} not confirmed before shutdown; left unacknowledged for redelivery",
+            { mqttTopic: envelope.message.topic },
+          );
+        } else {
+          logger.error(
+            "Message from {mqttTopic} not delivered; left unacknowledged for redelivery: {error}",
+            { mqttTopic: envelope.message.topic, error: describeError(error) },
+          );
+        }
         envelope.nack(error);
       },
     );

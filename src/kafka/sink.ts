@@ -35,6 +35,8 @@ const logger = getLogger(["dataexchange", "kafka", "producer"]);
  * still goes alone.
  */
 const MAX_REQUEST_BYTES = 1_000_000;
+/** How long `close()` waits for the producer to disconnect, in milliseconds. */
+const DISCONNECT_GRACE_MS = 2000;
 /** Bytes a record takes in a batch beyond its key, value and headers, at most. */
 const RECORD_OVERHEAD_BYTES = 32;
 
@@ -325,7 +327,30 @@ export class KafkaSink implements AsyncDisposable {
     clearTimeout(timer);
     this.#abort.abort(closedError());
     for (const item of this.#queue.splice(0)) item.reject(closedError());
-    await this.#producer.disconnect();
+    // A broker that stopped answering can hold kafkajs's disconnect for its
+    // whole request timeout; the caller's drain budget is spent by now.
+    let gaveUp = false;
+    let graceTimer: ReturnType<typeof setTimeout> | undefined;
+    const disconnecting = this.#producer.disconnect();
+    // Should it fail after the grace period, nobody awaits it any more.
+    disconnecting.catch(() => {});
+    await Promise.race([
+      disconnecting,
+      new Promise<void>((resolve) => {
+        graceTimer = setTimeout(() => {
+          gaveUp = true;
+          resolve();
+        }, DISCONNECT_GRACE_MS);
+      }),
+    ]);
+    clearTimeout(graceTimer);
+    if (gaveUp) {
+      logger.warn(
+        "Kafka producer did not disconnect within {graceMs} ms; closed without waiting",
+        { graceMs: DISCONNECT_GRACE_MS },
+      );
+      return;
+    }
     logger.info("Kafka producer disconnected");
   }
 
