@@ -22,6 +22,7 @@ import {
 } from "kafkajs";
 import type { KafkaRecord } from "../cloudevents/mod.ts";
 import { DataExchangeError } from "../errors.ts";
+import { TLS_VERIFY_CODES } from "../_tls.ts";
 
 /**
  * Connection settings shared by the Kafka sink and stream.
@@ -220,23 +221,6 @@ function explainingConnect<T extends { connect(): Promise<void> }>(
     });
   return client;
 }
-
-/**
- * Node TLS error codes that mean the broker's certificate did not verify
- * against the trusted CAs, or did not name the host.
- */
-const TLS_VERIFY_CODES: ReadonlySet<string> = new Set([
-  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
-  "UNABLE_TO_GET_ISSUER_CERT",
-  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
-  "SELF_SIGNED_CERT_IN_CHAIN",
-  "DEPTH_ZERO_SELF_SIGNED_CERT",
-  "CERT_UNTRUSTED",
-  "CERT_HAS_EXPIRED",
-  "CERT_NOT_YET_VALID",
-  "CERT_SIGNATURE_FAILURE",
-  "ERR_TLS_CERT_ALTNAME_INVALID",
-]);
 
 /**
  * Turns a failed connection attempt into an error that says what failed,

@@ -4,27 +4,11 @@
  *
  * @module
  */
+import { TLS_VERIFY_CODES } from "../_tls.ts";
 
 /** CONNACK codes of a refused login: MQTT 3.1.1 §3.2.2.3, MQTT 5 §3.2.2.2. */
 const BAD_CREDENTIALS = new Set([4, 0x86]);
 const NOT_AUTHORIZED = new Set([5, 0x87]);
-
-/**
- * Node TLS error codes that mean the broker's certificate did not verify
- * against the trusted CAs, or did not name the host.
- */
-const TLS_VERIFY_CODES: ReadonlySet<string> = new Set([
-  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
-  "UNABLE_TO_GET_ISSUER_CERT",
-  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
-  "SELF_SIGNED_CERT_IN_CHAIN",
-  "DEPTH_ZERO_SELF_SIGNED_CERT",
-  "CERT_UNTRUSTED",
-  "CERT_HAS_EXPIRED",
-  "CERT_NOT_YET_VALID",
-  "CERT_SIGNATURE_FAILURE",
-  "ERR_TLS_CERT_ALTNAME_INVALID",
-]);
 
 /** What {@linkcode describeConnectError} says a failure is about. */
 export interface ConnectErrorContext {
