@@ -75,7 +75,7 @@ Deno.test("parseConfig() rejects unknown keys, which catches typos", () => {
     parseConfig({ mqtt: { topic: ["a/#"] }, deadLetter: "x" })
   );
   assert.match(message, /mqtt\.topic: unknown field/);
-  assert.match(message, /^  deadLetter: unknown field/m);
+  assert.match(message, /^ {2}deadLetter: unknown field/m);
 });
 
 Deno.test("parseConfig() rejects topic names Kafka would refuse", () => {
