@@ -163,7 +163,8 @@ export class BridgeProcess {
   }
 }
 
-function parseLine(text: string): LogLine {
+/** Reads one line of the bridge's JSON log; other text becomes a `RAW` line. */
+export function parseLine(text: string): LogLine {
   try {
     const json = JSON.parse(text) as Partial<LogLine>;
     return {
@@ -236,4 +237,34 @@ export async function startBridgeInProcess(
       return running;
     },
   };
+}
+
+/**
+ * Starts the bridge CLI with `args`, piped output, and none of this process's
+ * `DX_` variables: only those in `env` apply.
+ */
+export function spawnCli(
+  args: readonly string[],
+  env: Record<string, string> = {},
+): Deno.ChildProcess {
+  const inherited = Object.fromEntries(
+    Object.entries(Deno.env.toObject()).filter(([name]) =>
+      !name.startsWith("DX_")
+    ),
+  );
+  return new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net=127.0.0.1",
+      "--allow-env",
+      "--allow-read",
+      CLI,
+      ...args,
+    ],
+    clearEnv: true,
+    env: { ...inherited, NO_COLOR: "1", ...env },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
 }

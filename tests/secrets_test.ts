@@ -3,6 +3,7 @@ import {
   createCloudEvent,
   serializeStructured,
 } from "../src/cloudevents/mod.ts";
+import { spawnCli } from "./_bridge.ts";
 import { testBrokers } from "./_brokers.ts";
 import { publishAll, uniqueName } from "./_kafka.ts";
 
@@ -111,26 +112,7 @@ async function runCli(
   env: Record<string, string>,
   timeoutMs = 60_000,
 ): Promise<{ code: number; output: string }> {
-  const inherited = Object.fromEntries(
-    Object.entries(Deno.env.toObject()).filter(([name]) =>
-      !name.startsWith("DX_")
-    ),
-  );
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net=127.0.0.1",
-      "--allow-env",
-      "--allow-read",
-      CLI,
-      ...args,
-    ],
-    clearEnv: true,
-    env: { ...inherited, NO_COLOR: "1", ...env },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const child = spawnCli(args, env);
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;

@@ -24,10 +24,8 @@ import {
   generateTestCertificates,
   type TestCertificates,
 } from "../tools/brokers/tls.ts";
-import { type LogLine, waitFor } from "./_bridge.ts";
+import { type LogLine, parseLine, spawnCli, waitFor } from "./_bridge.ts";
 import { publishAll, readTopics, uniqueName } from "./_kafka.ts";
-
-const CLI = new URL("../src/cli/main.ts", import.meta.url).pathname;
 
 /** The SCRAM user of the test Kafka. */
 const SCRAM_USER = "bridge";
@@ -88,26 +86,7 @@ class CliBridge implements AsyncDisposable {
   #exit: Deno.CommandStatus | undefined;
 
   constructor(args: string[], env: Record<string, string> = {}) {
-    const inherited = Object.fromEntries(
-      Object.entries(Deno.env.toObject()).filter(([name]) =>
-        !name.startsWith("DX_")
-      ),
-    );
-    this.#child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-net=127.0.0.1",
-        "--allow-env",
-        "--allow-read",
-        CLI,
-        ...args,
-      ],
-      clearEnv: true,
-      env: { ...inherited, NO_COLOR: "1", ...env },
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
+    this.#child = spawnCli(args, env);
     this.#child.status.then((status) => this.#exit = status);
     this.#reading = Promise.all([
       this.#collect(this.#child.stdout, (text) => {
@@ -182,27 +161,6 @@ class CliBridge implements AsyncDisposable {
     for await (const text of stream.pipeThrough(new TextDecoderStream())) {
       take(text);
     }
-  }
-}
-
-function parseLine(text: string): LogLine {
-  try {
-    const json = JSON.parse(text);
-    return {
-      time: String(json["@timestamp"]),
-      level: String(json.level),
-      logger: String(json.logger),
-      message: String(json.message),
-      properties: json.properties ?? {},
-    };
-  } catch {
-    return {
-      time: "",
-      level: "RAW",
-      logger: "",
-      message: text,
-      properties: {},
-    };
   }
 }
 
