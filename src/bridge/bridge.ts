@@ -247,6 +247,14 @@ async function mqttToKafka(
   signal.addEventListener("abort", () => abortedAt = Date.now(), {
     once: true,
   });
+  // Kafka counts as connected from the producer's connect until a produce
+  // fails, and again from the next record it acknowledges.
+  let kafkaConnected = false;
+  const kafkaUp = (up: boolean) => {
+    if (up === kafkaConnected) return;
+    kafkaConnected = up;
+    metrics?.setConnected("kafka", up);
+  };
   const sink = await KafkaSink.connect({
     ...kafka,
     batchSize: config.kafka.batchSize,
@@ -256,15 +264,25 @@ async function mqttToKafka(
     breakerThreshold: config.kafka.breakerThreshold,
     breakerHalfOpenAfterMs: config.kafka.breakerHalfOpenAfterMs,
     onBreakerStateChange: ({ state }) => metrics?.setBreakerState(state),
-    onRetry: ({ operation }) =>
+    onRetry: ({ operation }) => {
       metrics?.retried(
         operation === "connect" ? "kafka_connect" : "kafka_produce",
-      ),
+      );
+      // A produce that failed for want of Kafka: not ready until one passes.
+      if (operation === "produce") kafkaUp(false);
+    },
     maxBufferedRecords: Math.max(config.mqtt.maxInFlight * 2, 1),
   });
   try {
-    metrics?.setConnected("kafka", true);
-    const deliver = createDelivery(config, router, sink, stats, metrics);
+    kafkaUp(true);
+    const deliver = createDelivery(
+      config,
+      router,
+      sink,
+      stats,
+      metrics,
+      () => kafkaUp(true),
+    );
     const stream = mqttStream({
       url: config.mqtt.url,
       topics: mqtt.topics,
@@ -312,7 +330,7 @@ async function mqttToKafka(
       ? config.drainTimeoutMs
       : Math.max(0, abortedAt + config.drainTimeoutMs - Date.now());
     await sink.close(left);
-    metrics?.setConnected("kafka", false);
+    kafkaUp(false);
   }
 }
 
@@ -451,6 +469,7 @@ function createDelivery(
   sink: KafkaSink,
   stats: BridgeStats,
   metrics: BridgeMetrics | undefined,
+  onKafkaAck: () => void,
 ): (envelope: MqttEnvelope) => void {
   const direction = "mqtt_to_kafka";
   const mode = config.kafka.mode;
@@ -484,6 +503,7 @@ function createDelivery(
   const settle = (envelope: MqttEnvelope, work: Promise<void>) => {
     work.then(
       () => {
+        onKafkaAck();
         stats.inFlight--;
         metrics?.setInFlight(direction, stats.inFlight);
         envelope.ack();

@@ -738,17 +738,21 @@ export class BridgeMetrics {
 
   /**
    * Tells whether the bridge can take traffic: both brokers connected and
-   * the circuit breaker not open.
+   * the circuit breaker closed (while half-open, one probe is testing
+   * whether Kafka is back, and nothing else is sent).
    *
    * @returns Readiness, with reasons such as `"mqtt disconnected"`,
-   *   `"kafka disconnected"` and `"circuit breaker open"`. It never throws.
+   *   `"kafka disconnected"`, `"circuit breaker open"` and
+   *   `"circuit breaker half-open"`. It never throws.
    */
   readiness(): Readiness {
     const reasons: string[] = [];
     for (const broker of BROKERS) {
       if (!this.#connected[broker]) reasons.push(`${broker} disconnected`);
     }
-    if (this.#breaker === "open") reasons.push("circuit breaker open");
+    if (this.#breaker !== "closed") {
+      reasons.push(`circuit breaker ${this.#breaker}`);
+    }
     return { ready: reasons.length === 0, reasons };
   }
 

@@ -383,7 +383,7 @@ Deno.test("Two BridgeMetrics do not share series, nor touch the global registry"
   );
 });
 
-Deno.test("BridgeMetrics readiness() names the disconnected brokers and an open breaker", () => {
+Deno.test("BridgeMetrics readiness() names the disconnected brokers and a breaker that is not closed", () => {
   const metrics = new BridgeMetrics({ routes: [] });
   assert.deepEqual(metrics.readiness(), {
     ready: false,
@@ -395,7 +395,12 @@ Deno.test("BridgeMetrics readiness() names the disconnected brokers and an open 
   assert.deepEqual(metrics.readiness(), { ready: true, reasons: [] });
 
   metrics.setBreakerState("half-open");
-  assert.equal(metrics.readiness().ready, true);
+  assert.deepEqual(metrics.readiness(), {
+    ready: false,
+    reasons: ["circuit breaker half-open"],
+  });
+  metrics.setBreakerState("closed");
+  assert.deepEqual(metrics.readiness(), { ready: true, reasons: [] });
   metrics.setBreakerState("open");
   metrics.setConnected("kafka", false);
   assert.deepEqual(metrics.readiness(), {
