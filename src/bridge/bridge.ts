@@ -512,8 +512,17 @@ function createDelivery(
         stats.inFlight--;
         stats.failed++;
         metrics?.setInFlight(direction, stats.inFlight);
-        metrics?.failed(direction);
-        if (isDataExchangeError(error) && error.code === "sink-closed") {
+        const shutdown = isDataExchangeError(error) &&
+          error.code === "sink-closed";
+        metrics?.failed(
+          direction,
+          shutdown
+            ? "shutdown"
+            : isRejected(error)
+            ? "dead-letter-rejected"
+            : "other",
+        );
+        if (shutdown) {
           // Shutting down with records unconfirmed: the drain's summary
           // says how many; one line each would flood the log.
           logger.debug(

@@ -75,6 +75,46 @@ export type RetryOperation =
   | "kafka_nack";
 
 /**
+ * Why a message was left unacknowledged at its source for redelivery:
+ *
+ * - `"shutdown"`: the bridge stopped before Kafka or the MQTT broker
+ *   confirmed it (the drain timeout ran out);
+ * - `"dead-letter-rejected"`: it was bound for the dead-letter topic and
+ *   Kafka refused that record too;
+ * - `"other"`: any other error; the log line at error level says which.
+ *
+ * @example Tell shutdown leftovers from real failures
+ * ```ts
+ * import {
+ *   BridgeMetrics,
+ *   type FailureReason,
+ * } from "@dataexchange/streams/metrics";
+ *
+ * const metrics = new BridgeMetrics({ routes: [] });
+ * const reason: FailureReason = "shutdown";
+ * metrics.failed("mqtt_to_kafka", reason);
+ * console.log(metrics.snapshot().failed.mqtt_to_kafka); // 1
+ * ```
+ */
+export type FailureReason = "shutdown" | "dead-letter-rejected" | "other";
+
+/**
+ * Every failure reason label, `"other"` last.
+ *
+ * @example List the label values of dx_messages_failed_total
+ * ```ts
+ * import { FAILURE_REASONS } from "@dataexchange/streams/metrics";
+ *
+ * console.log(FAILURE_REASONS.join(", ")); // shutdown, dead-letter-rejected, other
+ * ```
+ */
+export const FAILURE_REASONS: readonly FailureReason[] = Object.freeze([
+  "shutdown",
+  "dead-letter-rejected",
+  "other",
+]);
+
+/**
  * Why a message went to the dead-letter topic: the `dx-error` codes. They
  * are the {@linkcode CloudEventErrorCode} values, then the bridge's own
  * codes; any other code is counted as `"other"`.
@@ -422,7 +462,7 @@ export interface BridgeMetricsSnapshot {
  * - `dx_messages_received_total{direction}`
  * - `dx_messages_delivered_total{direction, route}`
  * - `dx_messages_dead_lettered_total{direction, reason}`
- * - `dx_messages_failed_total{direction}`
+ * - `dx_messages_failed_total{direction, reason}`
  * - `dx_delivery_latency_seconds{direction}` (histogram, 1 ms to 10 s)
  * - `dx_messages_in_flight{direction}`
  * - `dx_broker_connected{broker}` (0 or 1)
@@ -468,7 +508,7 @@ export class BridgeMetrics {
   #receivedTotal: Counter<"direction">;
   #deliveredTotal: Counter<"direction" | "route">;
   #deadLetteredTotal: Counter<"direction" | "reason">;
-  #failedTotal: Counter<"direction">;
+  #failedTotal: Counter<"direction" | "reason">;
   #latency: Histogram<"direction">;
   #inFlightGauge: Gauge<"direction">;
   #connectedGauge: Gauge<"broker">;
@@ -543,8 +583,8 @@ export class BridgeMetrics {
     this.#failedTotal = new Counter({
       name: "dx_messages_failed_total",
       help:
-        "Messages not delivered and left unacknowledged at the source broker, which delivers them again.",
-      labelNames: ["direction"],
+        "Messages not delivered and left unacknowledged at the source broker, which delivers them again, per direction and reason (shutdown, dead-letter-rejected, other).",
+      labelNames: ["direction", "reason"],
       registers,
     });
     this.#latency = new Histogram({
@@ -654,12 +694,15 @@ export class BridgeMetrics {
    * Counts a message left unacknowledged at its source for redelivery.
    *
    * @param direction Which way it travelled.
+   * @param reason Why; one outside {@linkcode FAILURE_REASONS} counts as
+   *   `"other"`.
    * @throws {TypeError} When `direction` is not a {@linkcode Direction}.
    */
-  failed(direction: Direction): void {
+  failed(direction: Direction, reason: FailureReason = OTHER_LABEL): void {
     checkDirection(direction, "failed");
+    const label = FAILURE_REASONS.includes(reason) ? reason : OTHER_LABEL;
     this.#failed[direction]++;
-    this.#failedTotal.inc({ direction });
+    this.#failedTotal.inc({ direction, reason: label });
   }
 
   /**
@@ -805,7 +848,9 @@ export class BridgeMetrics {
     };
     for (const direction of DIRECTIONS) {
       this.#receivedTotal.inc({ direction }, 0);
-      this.#failedTotal.inc({ direction }, 0);
+      for (const reason of FAILURE_REASONS) {
+        this.#failedTotal.inc({ direction, reason }, 0);
+      }
       this.#inFlightGauge.set({ direction }, 0);
       this.#latency.zero({ direction });
       for (const route of initialRoutes[direction]) {

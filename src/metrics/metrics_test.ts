@@ -13,6 +13,7 @@ import {
   type BridgeMetricsOptions,
   DEAD_LETTER_REASONS,
   type Direction,
+  type FailureReason,
   RETRY_OPERATIONS,
 } from "./metrics.ts";
 
@@ -33,7 +34,8 @@ function populated(options: Partial<BridgeMetricsOptions> = {}) {
   metrics.delivered("mqtt_to_kafka", "default", 0.2);
   metrics.delivered("kafka_to_mqtt", "commands", 0.05);
   metrics.deadLettered("mqtt_to_kafka", "malformed-json");
-  metrics.failed("mqtt_to_kafka");
+  metrics.failed("mqtt_to_kafka", "shutdown");
+  metrics.failed("mqtt_to_kafka", "from-a-message" as FailureReason);
   metrics.setInFlight("mqtt_to_kafka", 7);
   metrics.setConnected("mqtt", true);
   metrics.setConnected("kafka", true);
@@ -79,8 +81,12 @@ Deno.test("BridgeMetrics counts messages per direction, route and reason", async
     }),
     1,
   );
-  assert.equal(valueOf(samples, "dx_messages_failed_total", m2k), 1);
-  assert.equal(valueOf(samples, "dx_messages_failed_total", k2m), 0);
+  const failed = (labels: Record<string, string>, reason: string) =>
+    valueOf(samples, "dx_messages_failed_total", { ...labels, reason });
+  assert.equal(failed(m2k, "shutdown"), 1);
+  assert.equal(failed(m2k, "other"), 1);
+  assert.equal(failed(m2k, "dead-letter-rejected"), 0);
+  assert.equal(failed(k2m, "shutdown"), 0);
   assert.equal(valueOf(samples, "dx_messages_in_flight", m2k), 7);
   assert.equal(valueOf(samples, "dx_broker_connected", { broker: "mqtt" }), 1);
   assert.equal(valueOf(samples, "dx_circuit_breaker_state"), 1);
@@ -107,7 +113,7 @@ Deno.test("BridgeMetrics snapshot() holds the same values as the exposition", as
   });
   assert.equal(snapshot.deadLettered.mqtt_to_kafka["malformed-json"], 1);
   assert.equal(snapshot.deadLettered.mqtt_to_kafka.other, 0);
-  assert.deepEqual(snapshot.failed, { mqtt_to_kafka: 1, kafka_to_mqtt: 0 });
+  assert.deepEqual(snapshot.failed, { mqtt_to_kafka: 2, kafka_to_mqtt: 0 });
   assert.deepEqual(snapshot.inFlight, { mqtt_to_kafka: 7, kafka_to_mqtt: 0 });
   assert.deepEqual(snapshot.latency.kafka_to_mqtt, {
     count: 1,

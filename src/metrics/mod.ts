@@ -32,6 +32,8 @@ export {
   DEFAULT_ROUTE_LABEL,
   type Direction,
   DIRECTIONS,
+  FAILURE_REASONS,
+  type FailureReason,
   LATENCY_BUCKETS_SECONDS,
   OTHER_LABEL,
   type Readiness,
