@@ -1,10 +1,10 @@
 /**
  * The bridge on brokers that want TLS, a client certificate, a password or a
- * SCRAM login: it carries events end to end when configured right, and when
+ * SASL login (SCRAM or PLAIN): it carries events end to end when configured right, and when
  * configured wrong it says what failed and what to do, keeps retrying, and
  * never writes a secret (password, SASL password, TLS key).
  *
- * One Kafka with PLAINTEXT, SSL and SASL_SSL (SCRAM) listeners serves
+ * One Kafka with PLAINTEXT, SSL and SASL_SSL (SCRAM and PLAIN) listeners serves
  * the whole file; each test starts the Mosquitto it needs. The bridge runs
  * as the CLI, so what is checked is what an operator sees: its log lines on
  * stdout and anything on stderr.
@@ -27,7 +27,7 @@ import {
 import { type LogLine, parseLine, spawnCli, waitFor } from "./_bridge.ts";
 import { publishAll, readTopics, uniqueName } from "./_kafka.ts";
 
-/** The SCRAM user of the test Kafka. */
+/** The SASL user of the test Kafka (SCRAM and PLAIN). */
 const SCRAM_USER = "bridge";
 
 interface SecureKafka {
@@ -54,7 +54,11 @@ async function startSecureKafka(): Promise<SecureKafka | undefined> {
       tls: { keystoreFile: certs.serverKeystore, truststoreFile: certs.caCert },
       // SCRAM over TLS, as it runs in production: the login is not sent
       // in clear, and the bridge's TLS and SASL settings work together.
-      sasl: { users: { [SCRAM_USER]: scramPassword }, overTls: true },
+      sasl: {
+        users: { [SCRAM_USER]: scramPassword },
+        mechanisms: ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"],
+        overTls: true,
+      },
     });
     const started = { kafka, certs, strangerCerts, scramPassword };
     globalThis.addEventListener("unload", () => {
@@ -457,7 +461,7 @@ Deno.test({
   },
 });
 
-for (const mechanism of ["scram-sha-256", "scram-sha-512"] as const) {
+for (const mechanism of ["scram-sha-256", "scram-sha-512", "plain"] as const) {
   Deno.test({
     name:
       `the bridge writes to Kafka with a SASL/${mechanism.toUpperCase()} login over TLS`,

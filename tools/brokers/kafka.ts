@@ -170,16 +170,18 @@ export interface KafkaSaslListenerOptions {
   /** Port on 127.0.0.1. Default: a free port. */
   port?: number;
   /**
-   * SCRAM users, name → password, created when the storage is formatted
-   * (`--add-scram`, Kafka 3.5 and later), one credential per mechanism.
+   * Users, name → password. For SCRAM they are created when the storage is
+   * formatted (`--add-scram`, Kafka 3.5 and later), one credential per
+   * mechanism; for `PLAIN` they are listed in the listener's login module
+   * options in `server.properties`, inside the broker's data directory.
    * Names and passwords are printable ASCII without spaces, `,`, `"`, `[` or
    * `]`, which the format tool's syntax cannot quote. The passwords are on
    * the format tool's command line, which this machine's users can see for
    * a moment: for test passwords only.
    */
   users: Readonly<Record<string, string>>;
-  /** SCRAM mechanisms enabled. Default both, `SCRAM-SHA-256` and `SCRAM-SHA-512`. */
-  mechanisms?: readonly KafkaScramMechanism[];
+  /** Mechanisms enabled. Default both SCRAM ones, `SCRAM-SHA-256` and `SCRAM-SHA-512`. */
+  mechanisms?: readonly KafkaSaslMechanism[];
   /**
    * SASL over TLS (`SASL_SSL`, with the stores of `tls`, which must be
    * given) instead of `SASL_PLAINTEXT`. Default `false`.
@@ -189,6 +191,9 @@ export interface KafkaSaslListenerOptions {
 
 /** A SCRAM mechanism of Kafka. */
 export type KafkaScramMechanism = "SCRAM-SHA-256" | "SCRAM-SHA-512";
+
+/** A SASL mechanism of the test broker: the SCRAM ones and `PLAIN`. */
+export type KafkaSaslMechanism = KafkaScramMechanism | "PLAIN";
 
 /** A running Kafka started by {@linkcode startKafka}. */
 export interface KafkaBroker extends BrokerHandle {
@@ -306,8 +311,9 @@ export async function startKafka(
     ],
     overTls: options.sasl.overTls ?? false,
   };
+  if (sasl) checkSaslUsers(options.sasl!.users, sasl.mechanisms);
   const scramArgs = sasl
-    ? scramCredentials(options.sasl!.users, sasl.mechanisms)
+    ? scramCredentials(options.sasl!.users, sasl.mechanisms.filter(isScram))
     : [];
   if (sasl?.overTls && !tls) {
     throw new RangeError(
@@ -331,7 +337,15 @@ export async function startKafka(
     const logPath = `${dataDir}/kafka.log`;
     await Deno.writeTextFile(
       propsPath,
-      kafkaProperties({ port, controllerPort, version, dataDir, tls, sasl }),
+      kafkaProperties({
+        port,
+        controllerPort,
+        version,
+        dataDir,
+        tls,
+        sasl,
+        users: options.sasl?.users ?? {},
+      }),
     );
     await formatStorage(
       java,
@@ -387,15 +401,17 @@ export interface KafkaPropertiesOptions {
   dataDir: string;
   /** An `SSL` listener, with PEM stores. */
   tls?: Required<KafkaTlsListenerOptions>;
-  /** A SASL listener with these SCRAM mechanisms. */
+  /** A SASL listener with these mechanisms. */
   sasl?: {
     /** Its port. */
     port: number;
     /** The mechanisms enabled. */
-    mechanisms: readonly KafkaScramMechanism[];
+    mechanisms: readonly KafkaSaslMechanism[];
     /** `SASL_SSL` (with the stores of `tls`) instead of `SASL_PLAINTEXT`. */
     overTls: boolean;
   };
+  /** The `PLAIN` users, name → password, when `PLAIN` is enabled. */
+  users?: Readonly<Record<string, string>>;
 }
 
 /**
@@ -419,6 +435,7 @@ export interface KafkaPropertiesOptions {
  */
 export function kafkaProperties(options: KafkaPropertiesOptions): string {
   const { port, controllerPort, version, dataDir, tls, sasl } = options;
+  const users = options.users ?? {};
   // Each extra listener is named after its security protocol.
   const extra: string[] = [];
   if (tls) extra.push(`SSL://127.0.0.1:${tls.port}`);
@@ -482,53 +499,75 @@ export function kafkaProperties(options: KafkaPropertiesOptions): string {
   }
   if (sasl) {
     const listener = sasl.overTls ? "sasl_ssl" : "sasl_plaintext";
+    // SCRAM credentials live in the metadata log (written at format time),
+    // so its login module needs no options; PLAIN lists its users here.
+    const plainUsers = Object.entries(users)
+      .map(([name, password]) => ` user_${name}="${password}"`).join("");
     lines.push(
-      "# SCRAM credentials live in the metadata log (written at format time);",
-      "# the login module needs no options on the server side.",
       `sasl.enabled.mechanisms=${sasl.mechanisms.join(",")}`,
       ...sasl.mechanisms.map((mechanism) =>
         `listener.name.${listener}.${mechanism.toLowerCase()}.sasl.jaas.config=` +
-        "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        (isScram(mechanism)
+          ? "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+          : `org.apache.kafka.common.security.plain.PlainLoginModule required${plainUsers};`)
       ),
     );
   }
   return lines.join("\n") + "\n";
 }
 
+function isScram(
+  mechanism: KafkaSaslMechanism,
+): mechanism is KafkaScramMechanism {
+  return mechanism !== "PLAIN";
+}
+
 /**
- * The `--add-scram` arguments of the storage format tool: one credential per
- * user and mechanism.
+ * Checks the SASL users: at least one, and names and passwords that both
+ * the format tool's syntax and the login module options can hold.
  */
-function scramCredentials(
+function checkSaslUsers(
   users: Readonly<Record<string, string>>,
-  mechanisms: readonly KafkaScramMechanism[],
-): string[] {
+  mechanisms: readonly KafkaSaslMechanism[],
+): void {
   const entries = Object.entries(users);
   if (entries.length === 0) {
-    throw new RangeError("sasl.users must name at least one SCRAM user");
+    throw new RangeError("sasl.users must name at least one user");
   }
   if (mechanisms.length === 0) {
     throw new RangeError("sasl.mechanisms must name at least one mechanism");
   }
   // Printable ASCII without space, and without what the syntax cannot quote.
   const writable = (text: string) =>
-    /^[\x21-\x7e]+$/.test(text) && !/[,"[\]]/.test(text);
-  const args: string[] = [];
+    /^[\x21-\x7e]+$/.test(text) && !/[,"[\];=\\]/.test(text);
   for (const [name, password] of entries) {
     if (!writable(name)) {
       throw new RangeError(
-        `SCRAM user names must be printable ASCII without spaces, ',', '"', '[' or ']'; got ${
+        `SASL user names must be printable ASCII without spaces, ',', '"', '[', ']', ';', '=' or '\\'; got ${
           JSON.stringify(name)
         }`,
       );
     }
     if (!writable(password)) {
       throw new RangeError(
-        `The SCRAM password of ${
+        `The SASL password of ${
           JSON.stringify(name)
-        } must be printable ASCII without spaces, ',', '"', '[' or ']'`,
+        } must be printable ASCII without spaces, ',', '"', '[', ']', ';', '=' or '\\'`,
       );
     }
+  }
+}
+
+/**
+ * The `--add-scram` arguments of the storage format tool: one credential per
+ * user and mechanism (none when no SCRAM mechanism is enabled).
+ */
+function scramCredentials(
+  users: Readonly<Record<string, string>>,
+  mechanisms: readonly KafkaScramMechanism[],
+): string[] {
+  const args: string[] = [];
+  for (const [name, password] of Object.entries(users)) {
     for (const mechanism of mechanisms) {
       args.push(
         "--add-scram",

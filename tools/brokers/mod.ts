@@ -37,6 +37,7 @@ export {
   kafkaProperties,
   type KafkaPropertiesOptions,
   type KafkaSaslListenerOptions,
+  type KafkaSaslMechanism,
   type KafkaScramMechanism,
   type KafkaTlsListenerOptions,
   kafkaVersion,
