@@ -188,6 +188,13 @@ export async function runBridge(
   await prepareTopics(config, kafka, router, signal, options.metrics);
   if (signal?.aborted) return stats;
 
+  signal?.addEventListener("abort", () => {
+    logger.info(
+      "Stopping: draining {inFlight} messages in flight for up to {drainTimeoutMs} ms",
+      { inFlight: stats.inFlight, drainTimeoutMs: config.drainTimeoutMs },
+    );
+  }, { once: true });
+
   // The directions run side by side; when one fails, the others stop too.
   const failure = new AbortController();
   const stop = signal
