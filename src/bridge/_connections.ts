@@ -35,12 +35,16 @@ export async function mqttConnection(
   config: BridgeConfig,
 ): Promise<MqttConnection> {
   const { mqtt } = config;
-  if (mqtt.tls && !MQTT_TLS_SCHEMES.has(schemeOf(mqtt.url))) {
+  // mqtt.tls always holds its defaults; only settings away from them ask
+  // for TLS.
+  const tlsAsked = mqtt.tls.ca !== undefined || mqtt.tls.cert !== undefined ||
+    mqtt.tls.key !== undefined || !mqtt.tls.rejectUnauthorized;
+  if (tlsAsked && !MQTT_TLS_SCHEMES.has(schemeOf(mqtt.url))) {
     throw new DataExchangeError(
       "invalid-config",
       `mqtt.tls is set, but mqtt.url ${
         redactUrl(mqtt.url)
-      } does not use TLS, so its files would be ignored and the password sent in clear; ` +
+      } does not use TLS, so its settings would be ignored and the password sent in clear; ` +
         "use an mqtts:// (or wss://) URL, or remove mqtt.tls",
     );
   }
@@ -48,7 +52,7 @@ export async function mqttConnection(
     (mqtt.passwordFile
       ? await readPassword(mqtt.passwordFile, "mqtt.passwordFile")
       : undefined);
-  const tls = mqtt.tls ? await readTls(mqtt.tls, "mqtt.tls") : undefined;
+  const tls = await readTls(mqtt.tls, "mqtt.tls");
   return {
     topics: mqtt.sharedGroup
       ? mqtt.topics.map((topic) => `$share/${mqtt.sharedGroup}/${topic}`)
@@ -58,7 +62,7 @@ export async function mqttConnection(
       username: mqtt.username,
       password,
       ...tls,
-      ...(mqtt.tls ? { rejectUnauthorized: mqtt.tls.rejectUnauthorized } : {}),
+      rejectUnauthorized: mqtt.tls.rejectUnauthorized,
     },
   };
 }

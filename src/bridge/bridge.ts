@@ -400,7 +400,7 @@ async function kafkaToMqtt(
   } finally {
     signal.removeEventListener("abort", onStop);
   }
-  const groupId = route.groupId ?? `${config.kafka.clientId}-to-mqtt-${index}`;
+  const groupId = route.groupId;
   logger.info("Kafka to MQTT route started: {topics} to {mqttTopic}", {
     topics: route.topics,
     mqttTopic: route.mqttTopic,

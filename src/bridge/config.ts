@@ -2,6 +2,10 @@
  * The bridge's configuration: one schema for the file and the environment,
  * with defaults that run against local brokers on their standard ports.
  *
+ * The schema is also the configuration reference: each field carries its
+ * meaning and an example as metadata, and {@linkcode CONFIG_FIELDS} derives
+ * from it the fields' types, defaults, environment variables and secrets.
+ *
  * @module
  */
 import { parse as parseYaml } from "yaml";
@@ -16,68 +20,127 @@ const topicName = z.string().regex(
   "a Kafka topic name: 1 to 249 of a-z A-Z 0-9 . _ -",
 ).refine((name) => name !== "." && name !== "..", "not '.' or '..'");
 
-const tlsSchema = z.strictObject({
-  ca: z.string().min(1).optional().describe(
-    "Path of a PEM file of CA certificates to trust.",
-  ),
-  cert: z.string().min(1).optional().describe(
-    "Path of the PEM client certificate.",
-  ),
-  key: z.string().min(1).optional().describe(
-    "Path of the PEM client private key.",
-  ),
-  rejectUnauthorized: z.boolean().default(true)
-    .describe("Refuse servers whose certificate does not verify."),
-});
+// Field metadata read by CONFIG_FIELDS besides `description` and `examples`:
+// `format: "path"` for the path of a file, `secret: true` for a value that
+// may come only from the environment, and `defaultRule` for a default
+// computed from other fields.
+
+/** The path of a file, optional. */
+function filePath(description: string, example: string) {
+  return z.string().min(1).optional().meta({
+    description,
+    examples: [example],
+    format: "path",
+  });
+}
+
+/** A secret: only from the environment or a file, never printed. */
+function secret(variable: string, file: string, example: string) {
+  return z.string().optional().meta({
+    description:
+      `Only from \`${variable}\`, or read from \`${file}\`; never written in the file.`,
+    examples: [example],
+    secret: true,
+  });
+}
+
+function tlsFields(side: "MQTT" | "Kafka", prefix: string) {
+  return {
+    ca: filePath(
+      `PEM file of the CA certificates to trust for the ${side} broker.`,
+      `/etc/dx/${prefix}ca.pem`,
+    ),
+    cert: filePath(
+      "PEM client certificate; needs `key`.",
+      `/etc/dx/${prefix}client.pem`,
+    ),
+    key: filePath(
+      "PEM private key of the client certificate, unencrypted; needs `cert`.",
+      `/etc/dx/${prefix}client-key.pem`,
+    ),
+    rejectUnauthorized: z.boolean().default(true).meta({
+      description: `Refuse a ${side} broker whose certificate does not verify.`,
+      examples: [false],
+    }),
+  };
+}
 
 const mqttSchema = z.strictObject({
   url: z.string().regex(
     /^(mqtts?|wss?|tcp|ssl):\/\/./,
     "a URL such as mqtt://127.0.0.1:1883",
-  ).default("mqtt://127.0.0.1:1883")
-    .describe("Broker URL (mqtt://, mqtts://, ws://, wss://)."),
+  ).default("mqtt://127.0.0.1:1883").meta({
+    description: "Broker URL (`mqtt://`, `mqtts://`, `ws://`, `wss://`).",
+    examples: ["mqtts://broker.example:8883"],
+  }),
   topics: z.array(
     z.string().min(1).refine(
       isTopicFilter,
       "an MQTT topic filter: + only as a whole level, # only as the last level",
     ),
-  ).min(1).default(["devices/#"])
-    .describe("Topic filters to subscribe to."),
-  clientId: z.string().min(1).max(256).default("dx-bridge")
-    .describe("Stable client id: the broker keeps the session under it."),
+  ).min(1).default(["devices/#"]).meta({
+    description: "Topic filters to subscribe to.",
+    examples: [["plant/+/events", "devices/#"]],
+  }),
+  clientId: z.string().min(1).max(256).default("dx-bridge").meta({
+    description: "Stable client id; the broker keeps the session under it.",
+    examples: ["bridge-plant-1"],
+  }),
   protocolVersion: z.union([z.literal(4), z.literal(5)], {
     error: "4 (MQTT 3.1.1) or 5 (MQTT 5)",
-  }).default(5)
-    .describe("4 for MQTT 3.1.1, 5 for MQTT 5."),
+  }).default(5).meta({
+    description: "MQTT 3.1.1 (4) or MQTT 5.",
+    examples: [4],
+  }),
   qos: z.union([z.literal(0), z.literal(1)], { error: "0 or 1" }).default(1)
-    .describe("Subscription QoS; 1 for at-least-once delivery."),
-  maxInFlight: z.int().min(1).max(65535).default(1000)
-    .describe("Most messages received and not yet acknowledged."),
-  maxInFlightBytes: z.int().min(1024).default(16777216)
-    .describe(
+    .meta({
+      description: "Subscription QoS; 1 for at-least-once.",
+      examples: [0],
+    }),
+  maxInFlight: z.int().min(1).max(65535).default(1000).meta({
+    description: "Most messages received and not yet acknowledged.",
+    examples: [200],
+  }),
+  maxInFlightBytes: z.int().min(1024).default(16777216).meta({
+    description:
       "Most payload bytes received and not yet acknowledged; one larger message still passes alone.",
-    ),
-  sessionExpirySeconds: z.int().min(0).default(604800)
-    .describe("MQTT 5 session expiry, in seconds."),
-  reconnectPeriodMs: z.int().min(100).default(1000)
-    .describe(
-      "Upper bound of the first reconnection wait, in ms; it doubles per failed attempt (full jitter).",
-    ),
-  reconnectMaxDelayMs: z.int().min(100).default(30000)
-    .describe("Largest reconnection wait, in milliseconds."),
-  keepaliveSeconds: z.int().min(0).max(65535).default(60)
-    .describe("MQTT keepalive interval, in seconds."),
+    examples: [4194304],
+  }),
+  sessionExpirySeconds: z.int().min(0).default(604800).meta({
+    description: "MQTT 5 session expiry, in seconds.",
+    examples: [86400],
+  }),
+  reconnectPeriodMs: z.int().min(100).default(1000).meta({
+    description:
+      "Bound of the first reconnection wait, in ms, in both directions; it doubles per failed attempt, with full jitter.",
+    examples: [500],
+  }),
+  reconnectMaxDelayMs: z.int().min(100).default(30000).meta({
+    description: "Largest reconnection wait, in ms.",
+    examples: [60000],
+  }),
+  keepaliveSeconds: z.int().min(0).max(65535).default(60).meta({
+    description: "MQTT keepalive interval, in seconds.",
+    examples: [30],
+  }),
   sharedGroup: z.string().regex(/^[^/+#]+$/, "a name without / + #")
-    .optional()
-    .describe(
-      "Subscribe as $share/<group>/<topic> to spread load over bridges.",
-    ),
-  username: z.string().min(1).optional().describe("MQTT username."),
-  password: z.string().optional()
-    .describe("MQTT password: from DX_MQTT_PASSWORD only, never the file."),
-  passwordFile: z.string().min(1).optional()
-    .describe("Path of a file holding the MQTT password."),
-  tls: tlsSchema.optional().describe("TLS files for mqtts:// and wss://."),
+    .optional().meta({
+      description:
+        "Subscribe as `$share/<group>/<topic>`, to spread load over several bridges.",
+      examples: ["bridges"],
+    }),
+  username: z.string().min(1).optional().meta({
+    description: "MQTT user name.",
+    examples: ["bridge"],
+  }),
+  password: secret("DX_MQTT_PASSWORD", "mqtt.passwordFile", "hunter2"),
+  passwordFile: filePath(
+    "A file holding the MQTT password (its final line break is dropped).",
+    "/run/secrets/mqtt-password",
+  ),
+  tls: z.strictObject(tlsFields("MQTT", "")).prefault({}).describe(
+    "TLS files for mqtts:// and wss://.",
+  ),
 });
 
 const kafkaSchema = z.strictObject({
@@ -86,51 +149,85 @@ const kafkaSchema = z.strictObject({
       (broker) => Number(broker.split(":")[1]) <= 65535,
       "host:port with a port from 1 to 65535",
     ),
-  ).min(1)
-    .default(["127.0.0.1:9092"])
-    .describe("Bootstrap brokers as host:port."),
-  clientId: z.string().min(1).default("dx-bridge")
-    .describe("Client id reported to Kafka."),
-  mode: z.enum(["binary", "structured"]).default("binary")
-    .describe("CloudEvents content mode of the records written."),
-  batchSize: z.int().min(1).max(100000).default(500)
-    .describe("Most records in one produce request."),
-  lingerMs: z.int().min(0).max(60000).default(5)
-    .describe("How long an idle producer waits to fill a batch, in ms."),
-  requestTimeoutMs: z.int().min(100).default(30000)
-    .describe("Produce request timeout, in milliseconds."),
-  createTopics: z.boolean().default(true)
-    .describe("Create missing topics at start, with the broker's defaults."),
-  acks: z.enum(["all", "leader", "none"]).default("all")
-    .describe(
-      "Acknowledgements a produce needs: all in-sync replicas, the leader, or none.",
-    ),
-  compression: z.enum(["none", "gzip"]).default("none")
-    .describe("Compression of produce requests."),
-  breakerThreshold: z.int().min(1).default(5)
-    .describe(
-      "Failed produce attempts in a row that open the circuit breaker.",
-    ),
-  breakerHalfOpenAfterMs: z.int().min(100).default(5000)
-    .describe("How long the breaker stays open before one probe, in ms."),
-  tls: tlsSchema.extend({
-    enabled: z.boolean().default(false).describe("Connect with TLS."),
+  ).min(1).default(["127.0.0.1:9092"]).meta({
+    description: "Bootstrap brokers as `host:port`.",
+    examples: [["kafka-1:9092", "kafka-2:9092"]],
+  }),
+  clientId: z.string().min(1).default("dx-bridge").meta({
+    description: "Client id reported to Kafka.",
+    examples: ["bridge-plant-1"],
+  }),
+  mode: z.enum(["binary", "structured"]).default("binary").meta({
+    description: "CloudEvents content mode of the records written.",
+    examples: ["structured"],
+  }),
+  batchSize: z.int().min(1).max(100000).default(500).meta({
+    description: "Most records in one produce request.",
+    examples: [1000],
+  }),
+  lingerMs: z.int().min(0).max(60000).default(5).meta({
+    description: "How long an idle producer waits to fill a batch, in ms.",
+    examples: [20],
+  }),
+  requestTimeoutMs: z.int().min(100).default(30000).meta({
+    description: "Produce request timeout, in ms.",
+    examples: [10000],
+  }),
+  createTopics: z.boolean().default(true).meta({
+    description: "Create missing topics at start, with the broker's defaults.",
+    examples: [false],
+  }),
+  acks: z.enum(["all", "leader", "none"]).default("all").meta({
+    description:
+      "Acknowledgements a produce waits for; at-least-once needs `all`.",
+    examples: ["leader"],
+  }),
+  compression: z.enum(["none", "gzip"]).default("none").meta({
+    description: "Compression of produce requests.",
+    examples: ["gzip"],
+  }),
+  breakerThreshold: z.int().min(1).default(5).meta({
+    description:
+      "Failed produce attempts in a row that open the circuit breaker (reading from MQTT then stops at the in-flight cap).",
+    examples: [10],
+  }),
+  breakerHalfOpenAfterMs: z.int().min(100).default(5000).meta({
+    description: "How long the breaker stays open before one probe, in ms.",
+    examples: [15000],
+  }),
+  tls: z.strictObject({
+    enabled: z.boolean().default(false).meta({
+      description: "Connect to the brokers with TLS.",
+      examples: [true],
+    }),
+    ...tlsFields("Kafka", "kafka-"),
   }).prefault({}),
   sasl: z.strictObject({
-    mechanism: z.enum(["plain", "scram-sha-256", "scram-sha-512"])
-      .describe("SASL mechanism."),
-    username: z.string().min(1).describe("SASL username."),
-    password: z.string().optional()
-      .describe(
-        "SASL password: from DX_KAFKA_SASL_PASSWORD only, never the file.",
-      ),
-    passwordFile: z.string().min(1).optional()
-      .describe("Path of a file holding the SASL password."),
+    mechanism: z.enum(["plain", "scram-sha-256", "scram-sha-512"]).meta({
+      description: "SASL mechanism; setting it turns SASL on.",
+      examples: ["scram-sha-512"],
+    }),
+    username: z.string().min(1).meta({
+      description: "SASL user name.",
+      examples: ["bridge"],
+    }),
+    password: secret(
+      "DX_KAFKA_SASL_PASSWORD",
+      "kafka.sasl.passwordFile",
+      "hunter2",
+    ),
+    passwordFile: filePath(
+      "A file holding the SASL password (its final line break is dropped).",
+      "/run/secrets/kafka-password",
+    ),
   }).optional().describe("SASL authentication."),
 });
 
 const kafkaToMqttSchema = z.strictObject({
-  topics: z.array(topicName).min(1).describe("Kafka topics to read."),
+  topics: z.array(topicName).min(1).meta({
+    description: "Kafka topics to read.",
+    examples: [["dx.commands"]],
+  }),
   mqttTopic: z.string().min(1).max(65535).superRefine((value, context) => {
     try {
       topicTemplate(value);
@@ -141,48 +238,77 @@ const kafkaToMqttSchema = z.strictObject({
         input: value,
       });
     }
-  }).describe(
-    "MQTT topic, fixed or a template over attributes: devices/{subject}/commands.",
-  ),
-  groupId: z.string().min(1).optional().describe(
-    "Consumer group; default <kafka.clientId>-to-mqtt-<index>.",
-  ),
-  mode: z.enum(["structured", "binary"]).default("structured").describe(
-    "CloudEvents content mode on MQTT; binary needs MQTT 5.",
-  ),
-  fromBeginning: z.boolean().default(false).describe(
-    "A new group starts at the earliest record instead of the latest.",
-  ),
+  }).meta({
+    description:
+      "MQTT topic: fixed, or a template over CloudEvent attributes such as `{subject}`.",
+    examples: ["devices/{subject}/commands"],
+  }),
+  groupId: z.string().min(1).optional().meta({
+    description: "Kafka consumer group.",
+    examples: ["commands-to-mqtt"],
+    defaultRule: "<kafka.clientId>-to-mqtt-<index>",
+  }),
+  mode: z.enum(["structured", "binary"]).default("structured").meta({
+    description: "CloudEvents content mode on MQTT (binary needs MQTT 5).",
+    examples: ["binary"],
+  }),
+  fromBeginning: z.boolean().default(false).meta({
+    description: "A new group starts at the earliest record.",
+    examples: [true],
+  }),
 });
 
-const configSchema = z.strictObject({
+const configObject = z.strictObject({
   mqtt: mqttSchema.prefault({}),
   kafka: kafkaSchema.prefault({}),
   routes: z.record(
     z.string().min(1, "a non-empty classification value"),
     topicName,
-  )
-    .default({ telemetry: "dx.telemetry", alert: "dx.alerts" })
-    .describe("classification value -> Kafka topic."),
-  defaultTopic: topicName.default("dx.unclassified")
-    .describe("Topic of events with no or an unknown classification."),
-  deadLetterTopic: topicName.default("dx.deadletter")
-    .describe("Topic of messages that cannot be delivered as they are."),
-  kafkaToMqtt: z.array(kafkaToMqttSchema).default([])
-    .describe("Kafka topics delivered to MQTT, each with its MQTT topic."),
+  ).default({ telemetry: "dx.telemetry", alert: "dx.alerts" }).meta({
+    description: "`classification` value → Kafka topic.",
+    examples: [{ telemetry: "plant.telemetry", alarm: "plant.alarms" }],
+  }),
+  defaultTopic: topicName.default("dx.unclassified").meta({
+    description: "Topic of events with no or an unknown classification.",
+    examples: ["plant.other"],
+  }),
+  deadLetterTopic: topicName.default("dx.deadletter").meta({
+    description: "Topic of messages that cannot be delivered as they are.",
+    examples: ["plant.deadletter"],
+  }),
+  kafkaToMqtt: z.array(kafkaToMqttSchema).default([]).meta({
+    description:
+      "Kafka topics delivered to MQTT; see [Kafka → MQTT](#kafka--mqtt).",
+    examples: [[{
+      topics: ["dx.commands"],
+      mqttTopic: "devices/{subject}/commands",
+    }]],
+  }),
   metrics: z.strictObject({
-    port: z.int().min(1).max(65535).optional()
-      .describe("Port of /metrics, /healthz and /readyz; none when unset."),
-    hostname: z.string().min(1).default("127.0.0.1")
-      .describe("Address the metrics endpoint listens on."),
+    port: z.int().min(1).max(65535).optional().meta({
+      description:
+        "Serve `/metrics`, `/healthz` and `/readyz` on this port (none when unset).",
+      examples: [9464],
+    }),
+    hostname: z.string().min(1).default("127.0.0.1").meta({
+      description: "Address of that endpoint.",
+      examples: ["0.0.0.0"],
+    }),
   }).prefault({}),
-  drainTimeoutMs: z.int().min(0).default(10000)
-    .describe("On shutdown, how long to wait for in-flight messages, in ms."),
+  drainTimeoutMs: z.int().min(0).default(10000).meta({
+    description: "On shutdown, how long to wait for messages in flight, in ms.",
+    examples: [30000],
+  }),
   log: z.strictObject({
     level: z.enum(["trace", "debug", "info", "warning", "error", "fatal"])
-      .default("info").describe("Lowest level logged."),
+      .default("info").meta({
+        description: "Lowest level logged.",
+        examples: ["debug"],
+      }),
   }).prefault({}),
-}).superRefine((config, context) => {
+});
+
+const configSchema = configObject.superRefine((config, context) => {
   const sasl = config.kafka.sasl;
   if (sasl && sasl.password === undefined && sasl.passwordFile === undefined) {
     context.addIssue({
@@ -247,7 +373,7 @@ export interface MqttConfig {
   /** MQTT 5 session expiry, in seconds. Default 604800. */
   sessionExpirySeconds: number;
   /**
-   * Upper bound of the first reconnection wait, in milliseconds; it doubles
+   * Bound of the first reconnection wait, in milliseconds, in both directions; it doubles
    * per failed attempt, with full jitter. Default 1000.
    */
   reconnectPeriodMs: number;
@@ -263,8 +389,8 @@ export interface MqttConfig {
   password?: string | undefined;
   /** Path of a file holding the MQTT password. */
   passwordFile?: string | undefined;
-  /** TLS files for `mqtts://` and `wss://`. */
-  tls?: TlsFiles | undefined;
+  /** TLS files for `mqtts://` and `wss://`; with none, the system's CAs. */
+  tls: TlsFiles;
 }
 
 /**
@@ -365,7 +491,7 @@ export interface KafkaConfig {
  *     { topics: ["dx.commands"], mqttTopic: "devices/{subject}/commands" },
  *   ],
  * }).kafkaToMqtt;
- * console.log(route.mode, route.fromBeginning, route.groupId); // structured false undefined
+ * console.log(route.mode, route.fromBeginning, route.groupId); // structured false dx-bridge-to-mqtt-0
  * ```
  */
 export interface KafkaToMqttRoute {
@@ -376,8 +502,11 @@ export interface KafkaToMqttRoute {
    * `devices/{subject}/commands`.
    */
   mqttTopic: string;
-  /** Consumer group; default `<kafka.clientId>-to-mqtt-<index>`. */
-  groupId?: string | undefined;
+  /**
+   * Consumer group. Default `<kafka.clientId>-to-mqtt-<index>`, filled in by
+   * {@linkcode parseConfig}.
+   */
+  groupId: string;
   /** CloudEvents content mode on MQTT; binary needs MQTT 5. Default `structured`. */
   mode: "structured" | "binary";
   /** A new group starts at the earliest record instead of the latest. Default false. */
@@ -460,11 +589,232 @@ export type BridgeConfigInput = {
 };
 
 // The interfaces above are what users read; this fails to compile when the
-// schema and they drift apart.
+// schema and they drift apart. The schema leaves `groupId` unset, for
+// parseConfig() to derive from `kafka.clientId`.
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
-const schemaMatchesTypes: Same<z.infer<typeof configSchema>, BridgeConfig> =
+type SchemaOutput = Omit<BridgeConfig, "kafkaToMqtt"> & {
+  kafkaToMqtt: (Omit<KafkaToMqttRoute, "groupId"> & {
+    groupId?: string | undefined;
+  })[];
+};
+const schemaMatchesTypes: Same<z.infer<typeof configSchema>, SchemaOutput> =
   true;
 void schemaMatchesTypes;
+
+/**
+ * What happens when a field is not given: `{ value }`, the schema's default;
+ * `{ rule }`, a default computed from other fields; `"unset"`, it stays
+ * unset; `"required"`, it must be given (with its section, when the field is
+ * in an optional section or a list entry).
+ */
+export type ConfigDefault =
+  | { value: unknown }
+  | { rule: string }
+  | "unset"
+  | "required";
+
+/**
+ * One field of the configuration reference, derived from the schema: the
+ * README's table, the environment variables and the secrets all come from
+ * {@linkcode CONFIG_FIELDS}, so none can miss a field the schema validates.
+ */
+export interface ConfigField {
+  /**
+   * The field's path, such as `kafka.clientId`; the fields of each entry of
+   * a list are written `kafkaToMqtt[].groupId`.
+   */
+  path: string;
+  /**
+   * Its type as the reference shows it: `string`, `integer`, `boolean`,
+   * `path` (of a file), `secret`, a union of literals such as
+   * `"binary" | "structured"`, a list such as `string[]`, or `map of string
+   * to string`.
+   */
+  type: string;
+  /** What happens when the field is not given. */
+  default: ConfigDefault;
+  /**
+   * The optional section the field belongs to, such as `kafka.sasl`: a
+   * required field is needed only when its section is given.
+   */
+  section?: string | undefined;
+  /** Its variable, such as `DX_KAFKA_CLIENT_ID`; none for list entries. */
+  env?: string | undefined;
+  /** How the variable's value is read, when there is a variable. */
+  envKind?: EnvKind | undefined;
+  /** Whether the value is a secret: only from the environment or a file. */
+  secret: boolean;
+  /** What the field means (Markdown). */
+  description: string;
+  /** A valid value, as it is written in the file. */
+  example: unknown;
+  /**
+   * Checks a value for this field alone (not the rules between fields).
+   *
+   * @param value The value, as parsed from the file.
+   * @returns One message per problem; none when the value is valid.
+   */
+  check(value: unknown): string[];
+}
+
+/**
+ * Every field of the configuration, in the schema's order: each leaf of its
+ * sections, each list, map, and field of a list's entries.
+ *
+ * @example A line of help per environment variable
+ * ```ts
+ * import { CONFIG_FIELDS } from "./config.ts";
+ *
+ * const help = CONFIG_FIELDS.filter((field) => field.env !== undefined)
+ *   .map((field) => `${field.env} (${field.type})`);
+ * console.log(help[3]); // DX_MQTT_PROTOCOL_VERSION (4 | 5)
+ * ```
+ */
+export const CONFIG_FIELDS: readonly ConfigField[] = describeFields(
+  configObject,
+  { path: "", inList: false },
+);
+
+interface FieldContext {
+  path: string;
+  inList: boolean;
+  section?: string | undefined;
+}
+
+/** The metadata of a schema and its wrappers, the outer ones first. */
+interface Unwrapped {
+  schema: z.ZodType;
+  meta: Record<string, unknown>;
+  optional: boolean;
+  default?: { value: unknown } | undefined;
+}
+
+function unwrap(schema: z.ZodType): Unwrapped {
+  const found: Unwrapped = { schema, meta: {}, optional: false };
+  for (;;) {
+    found.meta = { ...z.globalRegistry.get(found.schema), ...found.meta };
+    const node: z.ZodType = found.schema;
+    if (node instanceof z.ZodOptional) {
+      found.optional = true;
+      found.schema = node.unwrap() as z.ZodType;
+    } else if (node instanceof z.ZodDefault || node instanceof z.ZodPrefault) {
+      found.default ??= { value: node.def.defaultValue };
+      found.schema = node.unwrap() as z.ZodType;
+    } else return found;
+  }
+}
+
+function describeFields(
+  schema: z.ZodType,
+  context: FieldContext,
+): ConfigField[] {
+  const { schema: node, optional } = unwrap(schema);
+  if (node instanceof z.ZodObject) {
+    const section = optional && !context.inList ? context.path : undefined;
+    return Object.entries(node.shape).flatMap(([key, child]) =>
+      describeFields(child as z.ZodType, {
+        path: context.path ? `${context.path}.${key}` : key,
+        inList: context.inList,
+        section: section ?? context.section,
+      })
+    );
+  }
+  const field = describeField(schema, context);
+  const element = node instanceof z.ZodArray
+    ? unwrap(node.element as z.ZodType).schema
+    : undefined;
+  if (element instanceof z.ZodObject) {
+    return [
+      field,
+      ...describeFields(element, { path: `${context.path}[]`, inList: true }),
+    ];
+  }
+  return [field];
+}
+
+function describeField(schema: z.ZodType, context: FieldContext): ConfigField {
+  const { schema: node, meta, optional, default: given } = unwrap(schema);
+  const secret = meta.secret === true;
+  const type = secret
+    ? "secret"
+    : meta.format === "path"
+    ? "path"
+    : typeText(node);
+  return {
+    path: context.path,
+    type,
+    default: given ??
+      (typeof meta.defaultRule === "string"
+        ? { rule: meta.defaultRule }
+        : optional
+        ? "unset"
+        : "required"),
+    section: context.section,
+    env: context.inList ? undefined : envName(context.path),
+    envKind: context.inList ? undefined : envKindOf(node),
+    secret,
+    description: typeof meta.description === "string" ? meta.description : "",
+    example: Array.isArray(meta.examples) ? meta.examples[0] : undefined,
+    check(value) {
+      const result = node.safeParse(value);
+      return result.success
+        ? []
+        : result.error.issues.map((issue) => issue.message);
+    },
+  };
+}
+
+function envKindOf(schema: z.ZodType): EnvKind {
+  if (schema instanceof z.ZodArray) {
+    const element = unwrap(schema.element as z.ZodType).schema;
+    return element instanceof z.ZodObject ? "json" : "list";
+  }
+  if (schema instanceof z.ZodRecord) return "json";
+  if (schema instanceof z.ZodBoolean) return "boolean";
+  if (schema instanceof z.ZodNumber && schema.isInt) return "integer";
+  if (
+    schema instanceof z.ZodUnion &&
+    schema.options.every((option) =>
+      option instanceof z.ZodLiteral &&
+      [...option.values].every((value) => Number.isInteger(value))
+    )
+  ) return "integer";
+  return "string";
+}
+
+function typeText(schema: z.ZodType): string {
+  if (schema instanceof z.ZodString) return "string";
+  if (schema instanceof z.ZodBoolean) return "boolean";
+  if (schema instanceof z.ZodNumber) return schema.isInt ? "integer" : "number";
+  if (schema instanceof z.ZodEnum) {
+    return schema.options.map((option) => JSON.stringify(option)).join(" | ");
+  }
+  if (schema instanceof z.ZodLiteral) {
+    return [...schema.values].map((value) => JSON.stringify(value)).join(
+      " | ",
+    );
+  }
+  if (schema instanceof z.ZodUnion) {
+    return schema.options.map((option) => typeText(option as z.ZodType)).join(
+      " | ",
+    );
+  }
+  if (schema instanceof z.ZodArray) {
+    const element = unwrap(schema.element as z.ZodType).schema;
+    if (element instanceof z.ZodObject) return "object[]";
+    const text = typeText(element);
+    return text.includes(" ") ? `(${text})[]` : `${text}[]`;
+  }
+  if (schema instanceof z.ZodRecord) {
+    return `map of ${typeText(schema.keyType as z.ZodType)} to ${
+      typeText(schema.valueType as z.ZodType)
+    }`;
+  }
+  if (schema instanceof z.ZodObject) return "object";
+  // A schema kind this function does not know yet: named so that the
+  // reference test fails and says which.
+  return `unknown (${schema.type})`;
+}
 
 /**
  * How an environment value is read for a field.
@@ -495,10 +845,11 @@ const ENV_KIND_TEXT: Record<EnvKind, string> = {
 };
 
 /**
- * Every field that the environment can set, with how its value is read.
- * The variable is `DX_` and the field's path in upper snake case:
- * `kafka.clientId` is `DX_KAFKA_CLIENT_ID`. Lists are comma-separated;
- * `routes` and `kafkaToMqtt` take JSON.
+ * Every field that the environment can set, with how its value is read:
+ * all fields of {@linkcode CONFIG_FIELDS} but those of a `kafkaToMqtt`
+ * entry, which come with the whole list. The variable is `DX_` and the
+ * field's path in upper snake case: `kafka.clientId` is `DX_KAFKA_CLIENT_ID`.
+ * Lists are comma-separated; `routes` and `kafkaToMqtt` take JSON.
  *
  * @example A help text of the environment variables
  * ```ts
@@ -509,58 +860,16 @@ const ENV_KIND_TEXT: Record<EnvKind, string> = {
  * console.log(help[0]); // DX_MQTT_URL                      mqtt.url (string)
  * ```
  */
-export const ENV_FIELDS: Readonly<Record<string, EnvKind>> = {
-  "mqtt.url": "string",
-  "mqtt.topics": "list",
-  "mqtt.clientId": "string",
-  "mqtt.protocolVersion": "integer",
-  "mqtt.qos": "integer",
-  "mqtt.maxInFlight": "integer",
-  "mqtt.maxInFlightBytes": "integer",
-  "mqtt.sessionExpirySeconds": "integer",
-  "mqtt.reconnectPeriodMs": "integer",
-  "mqtt.reconnectMaxDelayMs": "integer",
-  "mqtt.keepaliveSeconds": "integer",
-  "mqtt.sharedGroup": "string",
-  "mqtt.username": "string",
-  "mqtt.password": "string",
-  "mqtt.passwordFile": "string",
-  "mqtt.tls.ca": "string",
-  "mqtt.tls.cert": "string",
-  "mqtt.tls.key": "string",
-  "mqtt.tls.rejectUnauthorized": "boolean",
-  "kafka.brokers": "list",
-  "kafka.clientId": "string",
-  "kafka.mode": "string",
-  "kafka.batchSize": "integer",
-  "kafka.lingerMs": "integer",
-  "kafka.requestTimeoutMs": "integer",
-  "kafka.createTopics": "boolean",
-  "kafka.acks": "string",
-  "kafka.compression": "string",
-  "kafka.breakerThreshold": "integer",
-  "kafka.breakerHalfOpenAfterMs": "integer",
-  "kafka.tls.enabled": "boolean",
-  "kafka.tls.ca": "string",
-  "kafka.tls.cert": "string",
-  "kafka.tls.key": "string",
-  "kafka.tls.rejectUnauthorized": "boolean",
-  "kafka.sasl.mechanism": "string",
-  "kafka.sasl.username": "string",
-  "kafka.sasl.password": "string",
-  "kafka.sasl.passwordFile": "string",
-  "routes": "json",
-  "defaultTopic": "string",
-  "deadLetterTopic": "string",
-  "kafkaToMqtt": "json",
-  "metrics.port": "integer",
-  "metrics.hostname": "string",
-  "drainTimeoutMs": "integer",
-  "log.level": "string",
-};
+export const ENV_FIELDS: Readonly<Record<string, EnvKind>> = Object
+  .fromEntries(
+    CONFIG_FIELDS.flatMap((field) =>
+      field.envKind === undefined ? [] : [[field.path, field.envKind]]
+    ),
+  );
 
 /**
- * Fields that hold secrets: never read from the file, never printed.
+ * Fields that hold secrets (marked so in the schema): never read from the
+ * file, never printed.
  *
  * @example Check a file before it is committed
  * ```ts
@@ -578,10 +887,8 @@ export const ENV_FIELDS: Readonly<Record<string, EnvKind>> = {
  * console.log(secretsIn({ mqtt: { password: "hunter2" } })); // [ "mqtt.password" ]
  * ```
  */
-export const SECRET_FIELDS: readonly string[] = [
-  "mqtt.password",
-  "kafka.sasl.password",
-];
+export const SECRET_FIELDS: readonly string[] = CONFIG_FIELDS
+  .filter((field) => field.secret).map((field) => field.path);
 
 /**
  * The environment variable of a configuration field. It never throws, and
@@ -684,9 +991,11 @@ function editDistance(a: string, b: string, limit: number): number {
  *
  * @param raw The parsed file (or `{}` for none).
  * @param env The environment to read overrides from.
- * @returns The configuration with defaults filled in.
- * @throws {DataExchangeError} `invalid-config`, with one line per problem
- *   naming the field, what was given and what is allowed.
+ * @returns The configuration with every default filled in, including each
+ *   Kafka → MQTT route's `groupId`.
+ * @throws {DataExchangeError} `invalid-config`, with one line per problem,
+ *   all problems at once: the field, what was given (never a secret) and
+ *   what is allowed.
  *
  * @example A file, overridden by the environment
  * ```ts
@@ -709,7 +1018,9 @@ function editDistance(a: string, b: string, limit: number): number {
  * } catch (error) {
  *   if (!isDataExchangeError(error)) throw error;
  *   console.log(error.code); // invalid-config
- *   console.log(error.message.split("\n")[1]); //   kafka.batchSize: DX_KAFKA_BATCH_SIZE must be an integer; given "many"
+ *   const [, ...lines] = error.message.split("\n");
+ *   console.log(lines[0]); //   kafka.batchSize: DX_KAFKA_BATCH_SIZE must be an integer; given "many"
+ *   console.log(lines[1]); //   mqtt.qos: 0 or 1; given 2
  * }
  * ```
  */
@@ -726,15 +1037,20 @@ export function parseConfig(
       }`,
     );
   }
+  // Problems found before the schema runs. Their fields are left out of the
+  // schema's report, which would only repeat them or judge a value the
+  // environment meant to replace.
   const problems: string[] = [];
+  const reported: string[] = [];
   for (const path of SECRET_FIELDS) {
-    if (getPath(input, path) !== undefined) {
-      problems.push(
-        `  ${path}: secrets may not be written in the configuration; set ${
-          envName(path)
-        } or ${path}File`,
-      );
-    }
+    if (getPath(input, path) === undefined) continue;
+    problems.push(
+      `  ${path}: secrets may not be written in the configuration; set ${
+        envName(path)
+      } or ${path}File`,
+    );
+    reported.push(path);
+    deletePath(input, path);
   }
   const fileUrl = getPath(input, "mqtt.url");
   if (typeof fileUrl === "string" && URL_WITH_PASSWORD.test(fileUrl)) {
@@ -756,27 +1072,43 @@ export function parseConfig(
           SECRET_FIELDS.includes(path) ? "(hidden)" : show(value)
         }`,
       );
+      reported.push(path);
       continue;
     }
     setPath(input, path, parsed);
   }
-  if (problems.length > 0) {
+
+  const result = configSchema.safeParse(input, { reportInput: true });
+  const lines = result.success ? [] : issueLines(result.error.issues).flatMap(
+    ({ path, line }) =>
+      reported.some((field) => path === field || path.startsWith(`${field}.`))
+        ? []
+        : [line],
+  );
+  if (problems.length > 0 || !result.success) {
     throw new DataExchangeError(
       "invalid-config",
-      `The configuration is invalid:\n${problems.join("\n")}`,
+      `The configuration is invalid:\n${[...problems, ...lines].join("\n")}`,
     );
   }
-  const result = configSchema.safeParse(input, { reportInput: true });
-  if (result.success) return result.data;
-  const lines = result.error.issues.flatMap((issue) => {
+  return withGroupIds(result.data);
+}
+
+/** One line per schema problem, with the path of its field. */
+function issueLines(
+  issues: readonly z.core.$ZodIssue[],
+): { path: string; line: string }[] {
+  return issues.flatMap((issue) => {
     const path = issue.path.length > 0 ? issue.path.join(".") : "(root)";
     if (issue.code === "unrecognized_keys") {
       // One line per key, and never the values: a misspelled secret field
       // holds a secret.
       const prefix = issue.path.length > 0 ? `${path}.` : "";
-      return issue.keys.map((key) =>
-        `  ${prefix}${key}: unknown field; check its spelling against the configuration reference`
-      );
+      return issue.keys.map((key) => ({
+        path: `${prefix}${key}`,
+        line:
+          `  ${prefix}${key}: unknown field; check its spelling against the configuration reference`,
+      }));
     }
     const secret = SECRET_FIELDS.some((field) => path.startsWith(field));
     const input = "input" in issue ? issue.input : undefined;
@@ -788,12 +1120,19 @@ export function parseConfig(
       : typeof input === "object" && input !== null
       ? `; given ${Array.isArray(input) ? "a list" : "an object"}`
       : `; given ${show(input)}`;
-    return [`  ${path}: ${issue.message}${given}`];
+    return [{ path, line: `  ${path}: ${issue.message}${given}` }];
   });
-  throw new DataExchangeError(
-    "invalid-config",
-    `The configuration is invalid:\n${lines.join("\n")}`,
-  );
+}
+
+/** Fills in the consumer group of each Kafka → MQTT route without one. */
+function withGroupIds(config: z.infer<typeof configSchema>): BridgeConfig {
+  return {
+    ...config,
+    kafkaToMqtt: config.kafkaToMqtt.map((route, index) => ({
+      ...route,
+      groupId: route.groupId ?? `${config.kafka.clientId}-to-mqtt-${index}`,
+    })),
+  };
 }
 
 /**
@@ -872,6 +1211,16 @@ function readEnv(value: string, kind: EnvKind): unknown {
       } catch {
         return undefined;
       }
+  }
+}
+
+function deletePath(target: Record<string, unknown>, path: string) {
+  const keys = path.split(".");
+  const parent = keys.length === 1
+    ? target
+    : getPath(target, keys.slice(0, -1).join("."));
+  if (typeof parent === "object" && parent !== null) {
+    delete (parent as Record<string, unknown>)[keys[keys.length - 1]];
   }
 }
 

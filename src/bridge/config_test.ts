@@ -2,12 +2,14 @@ import assert from "node:assert/strict";
 import { isDataExchangeError } from "../errors.ts";
 import {
   type BridgeConfigInput,
+  CONFIG_FIELDS,
   ENV_FIELDS,
   envName,
   loadConfigFile,
   misspelledVariables,
   parseConfig,
   redactConfig,
+  SECRET_FIELDS,
 } from "./config.ts";
 
 function configError(fn: () => unknown): string {
@@ -120,16 +122,84 @@ Deno.test("loadConfigFile() reads YAML and says which file cannot be read", asyn
   }
 });
 
-Deno.test("every configuration field can be set from DX_ and its path", () => {
-  // Walk the leaves of a configuration with every optional section present.
+/** The value at a field path; `undefined` where the path leads nowhere. */
+function valueAt(target: unknown, path: string): unknown {
+  let node = target;
+  for (const key of path.split(".")) {
+    if (typeof node !== "object" || node === null) return undefined;
+    node = (node as Record<string, unknown>)[key];
+  }
+  return node;
+}
+
+function setAt(target: Record<string, unknown>, path: string, value: unknown) {
+  const keys = path.split(".");
+  let node = target;
+  for (const key of keys.slice(0, -1)) {
+    node[key] ??= {};
+    node = node[key] as Record<string, unknown>;
+  }
+  node[keys[keys.length - 1]] = value;
+}
+
+/** A value as it is written in a DX_ variable of the given kind. */
+function envText(value: unknown, kind: string | undefined): string {
+  return kind === "list"
+    ? (value as unknown[]).join(",")
+    : kind === "json"
+    ? JSON.stringify(value)
+    : String(value);
+}
+
+Deno.test("every field of the schema has a DX_ variable by the one naming rule, and its example set there comes through", () => {
+  const outside = CONFIG_FIELDS.filter((field) => !field.path.includes("[]"));
+  assert.deepEqual(
+    outside.filter((field) => field.env !== envName(field.path))
+      .map((field) => field.path),
+    [],
+    "fields without their DX_ variable",
+  );
+  assert.deepEqual(
+    Object.keys(ENV_FIELDS),
+    outside.map((field) => field.path),
+  );
+  for (const field of outside) {
+    // The field, and the other fields of its optional section (kafka.sasl
+    // needs its mechanism, user and password together).
+    const together = CONFIG_FIELDS.filter((other) =>
+      other === field ||
+      (field.section !== undefined && other.section === field.section)
+    );
+    const env = Object.fromEntries(
+      together.map((
+        other,
+      ) => [other.env, envText(other.example, other.envKind)]),
+    );
+    // The same values written in the file; secrets stay in the environment.
+    const file: Record<string, unknown> = {};
+    for (const other of together.filter((other) => !other.secret)) {
+      setAt(file, other.path, other.example);
+    }
+    const secrets = Object.fromEntries(
+      together.filter((other) => other.secret)
+        .map((other) => [other.env, String(other.example)]),
+    );
+    const fromEnv = valueAt(parseConfig({}, env), field.path);
+    assert.deepEqual(
+      fromEnv,
+      valueAt(parseConfig(file, secrets), field.path),
+      `${field.env} and the file differ`,
+    );
+    if (field.envKind !== "json") {
+      assert.deepEqual(fromEnv, field.example, field.env);
+    }
+  }
+  // The schema's own walk, checked against a configuration with every
+  // optional section: each leaf is a field, and every type is named.
   const full = parseConfig({
-    mqtt: {
-      username: "u",
-      passwordFile: "/p",
-      sharedGroup: "g",
-      tls: { ca: "/ca" },
-    },
+    mqtt: { username: "u", passwordFile: "/p", tls: { ca: "/ca" } },
     kafka: { sasl: { mechanism: "plain", username: "u", passwordFile: "/p" } },
+    metrics: { port: 9464 },
   }, { DX_MQTT_PASSWORD: "x", DX_KAFKA_SASL_PASSWORD: "y" });
   const leaves: string[] = [];
   const walk = (node: unknown, path: string) => {
@@ -143,16 +213,32 @@ Deno.test("every configuration field can be set from DX_ and its path", () => {
     } else leaves.push(path);
   };
   walk(full, "");
-  const missing = leaves.filter((path) =>
-    !(path in ENV_FIELDS) && !path.startsWith("kafkaToMqtt")
+  assert.deepEqual(leaves.filter((path) => !(path in ENV_FIELDS)), []);
+  assert.deepEqual(
+    CONFIG_FIELDS.filter((field) => field.type.startsWith("unknown")),
+    [],
   );
-  assert.deepEqual(missing, [], "fields without an environment variable");
+  assert.deepEqual(SECRET_FIELDS, ["mqtt.password", "kafka.sasl.password"]);
   assert.equal(envName("kafka.clientId"), "DX_KAFKA_CLIENT_ID");
   assert.equal(
     envName("mqtt.tls.rejectUnauthorized"),
     "DX_MQTT_TLS_REJECT_UNAUTHORIZED",
   );
+});
 
+Deno.test("every field's example in the schema is valid for that field", () => {
+  for (const field of CONFIG_FIELDS) {
+    assert.notEqual(field.example, undefined, `${field.path} has no example`);
+    assert.deepEqual(field.check(field.example), [], field.path);
+    assert.notEqual(field.description, "", `${field.path} has no meaning`);
+  }
+  assert.deepEqual(
+    CONFIG_FIELDS.find((field) => field.path === "mqtt.qos")?.check(2),
+    ["0 or 1"],
+  );
+});
+
+Deno.test("DX_ values are read by their field's kind", () => {
   const config = parseConfig({}, {
     DX_KAFKA_CLIENT_ID: "from-env",
     DX_MQTT_MAX_IN_FLIGHT: "50",
@@ -279,4 +365,84 @@ Deno.test("misspelledVariables() names DX_ typos with the variable meant, and le
       { name: "DX_MQTT_URLL", closest: "DX_MQTT_URL" },
     ],
   );
+});
+
+Deno.test("parseConfig() reports every problem at once, also with a secret in the file and an unreadable DX_ value", () => {
+  // Regression: a secret in the file or an unparsable DX_ value stopped
+  // validation before the schema ran, so other problems came out one run at
+  // a time.
+  const secret = `pw-${crypto.randomUUID()}`;
+  const message = configError(() =>
+    parseConfig({
+      mqtt: { password: secret, qos: 2 },
+      kafka: { tls: { bogus: true } },
+    } as unknown as BridgeConfigInput, { DX_KAFKA_BATCH_SIZE: "many" })
+  );
+  const lines = message.split("\n").slice(1);
+  assert.equal(lines.length, 4, message);
+  assert.match(
+    message,
+    /^ {2}mqtt\.password: secrets may not be written in the configuration; set DX_MQTT_PASSWORD or mqtt\.passwordFile$/m,
+  );
+  assert.match(
+    message,
+    /^ {2}kafka\.batchSize: DX_KAFKA_BATCH_SIZE must be an integer; given "many"$/m,
+  );
+  assert.match(message, /^ {2}mqtt\.qos: 0 or 1; given 2$/m);
+  assert.match(message, /^ {2}kafka\.tls\.bogus: unknown field/m);
+  assert.ok(!message.includes(secret), message);
+});
+
+Deno.test("parseConfig() reports a field once when its DX_ value or its secret in the file is refused", () => {
+  // The file's qos would be replaced by DX_MQTT_QOS, and the refused secret
+  // is not "missing": neither gets a second line.
+  const message = configError(() =>
+    parseConfig({
+      mqtt: { qos: 2 },
+      kafka: {
+        sasl: { mechanism: "plain", username: "u", password: "in-file" },
+      },
+    }, { DX_MQTT_QOS: "high" })
+  );
+  assert.deepEqual(message.split("\n").slice(1), [
+    "  kafka.sasl.password: secrets may not be written in the configuration; set DX_KAFKA_SASL_PASSWORD or kafka.sasl.passwordFile",
+    '  mqtt.qos: DX_MQTT_QOS must be an integer; given "high"',
+  ]);
+});
+
+Deno.test("the effective configuration has every defaulted field, as --print-config prints it", () => {
+  // Regression: --print-config left out mqtt.tls and kafkaToMqtt[].groupId,
+  // so it did not show all the settings the bridge ran with.
+  const config = parseConfig({
+    kafkaToMqtt: [{ topics: ["dx.commands"], mqttTopic: "devices/out" }],
+  });
+  const shown: unknown = JSON.parse(JSON.stringify(redactConfig(config)));
+  for (const field of CONFIG_FIELDS) {
+    const given = field.default;
+    if (typeof given !== "object" || field.path === "kafkaToMqtt") continue;
+    const [list, entryPath] = field.path.split("[].");
+    const values = entryPath === undefined
+      ? [valueAt(shown, field.path)]
+      : (valueAt(shown, list) as unknown[]).map((entry) =>
+        valueAt(entry, entryPath)
+      );
+    for (const value of values) {
+      if ("value" in given) assert.deepEqual(value, given.value, field.path);
+      else assert.equal(typeof value, "string", field.path);
+    }
+  }
+  assert.deepEqual(config.mqtt.tls, { rejectUnauthorized: true });
+  assert.equal(config.kafkaToMqtt[0].groupId, "dx-bridge-to-mqtt-0");
+});
+
+Deno.test("parseConfig() names each Kafka to MQTT route's group after kafka.clientId and its index, unless given", () => {
+  const route = { topics: ["dx.commands"], mqttTopic: "devices/out" };
+  const config = parseConfig({
+    kafka: { clientId: "plant-1" },
+    kafkaToMqtt: [{ ...route, groupId: "mine" }, route],
+  });
+  assert.deepEqual(config.kafkaToMqtt.map((entry) => entry.groupId), [
+    "mine",
+    "plant-1-to-mqtt-1",
+  ]);
 });

@@ -31,6 +31,7 @@ export type {
   Broker,
   DeadLetterReason,
   Direction,
+  FailureReason,
   Readiness,
   RetryOperation,
 } from "../metrics/mod.ts";
@@ -42,6 +43,9 @@ export {
 export {
   type BridgeConfig,
   type BridgeConfigInput,
+  CONFIG_FIELDS,
+  type ConfigDefault,
+  type ConfigField,
   ENV_FIELDS,
   type EnvKind,
   envName,
