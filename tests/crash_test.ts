@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { Kafka, logLevel } from "kafkajs";
 import {
   createCloudEvent,
   serializeStructured,
@@ -11,7 +12,8 @@ const brokers = await testBrokers();
 /**
  * Publishes 5,000 QoS 1 events while a bridge runs, stops the bridge with
  * `signal` once 1,000 are in Kafka, restarts it, and checks that every event
- * reached Kafka. Returns the figures.
+ * reached Kafka. Returns the figures, among them how many records Kafka held
+ * once the first bridge was gone and what that bridge logged as it stopped.
  */
 async function stopMidStream(signal: "SIGKILL" | "SIGTERM") {
   const id = uniqueName(signal.toLowerCase());
@@ -62,6 +64,9 @@ async function stopMidStream(signal: "SIGKILL" | "SIGTERM") {
     timeoutMs: 60000,
   });
   const status = await first.stop(signal);
+  // Counted after the exit: what the first bridge got into Kafka, plus any
+  // produce request still on its way to the broker.
+  const inKafkaAtStop = await recordCount(brokers!.kafkaBrokers, topic);
   await publishing;
 
   const second = new BridgeProcess(configPath);
@@ -79,6 +84,7 @@ async function stopMidStream(signal: "SIGKILL" | "SIGTERM") {
   await Deno.remove(dir, { recursive: true });
 
   const unique = new Set(records.map((r) => idOf(r.message.headers)));
+  const duplicates = records.length - unique.size;
   // A message delivered again (DUP, after the restart) becomes the same
   // record: same CloudEvent id, same headers, same value. Downstream can
   // de-duplicate on the id.
@@ -91,21 +97,36 @@ async function stopMidStream(signal: "SIGKILL" | "SIGTERM") {
     else if (seen !== copy) differingCopies++;
   }
   console.log(
-    `${signal} test: published ${total}, stopped after >= ${stoppedAt} in Kafka ` +
-      `(exit after ${status.ms} ms), records ${records.length}, unique ${unique.size}, ` +
-      `duplicates ${records.length - unique.size}`,
+    `${signal} test: sent ${total}, in Kafka when stopped ${inKafkaAtStop} ` +
+      `(stop asked at >= ${stoppedAt}, exit after ${status.ms} ms), ` +
+      `received ${records.length}, unique ${unique.size}, duplicates ${duplicates}`,
   );
-  return { status, secondStatus, missing: missing.size, differingCopies };
+  return {
+    total,
+    status,
+    secondStatus,
+    inKafkaAtStop,
+    duplicates,
+    missing: missing.size,
+    differingCopies,
+    stopLog: first,
+  };
 }
 
 Deno.test({
-  name: "bridge killed with SIGKILL mid-stream loses nothing after a restart",
+  name:
+    "bridge killed with SIGKILL mid-stream, with part of the stream not yet in Kafka, loses nothing after a restart",
   ignore: brokers === undefined,
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
     const result = await stopMidStream("SIGKILL");
     assert.equal(result.status.signal, "SIGKILL");
+    // Mid-stream: a kill after everything was delivered would prove nothing.
+    assert.ok(
+      result.inKafkaAtStop < result.total,
+      `killed with ${result.inKafkaAtStop} of ${result.total} already in Kafka`,
+    );
     assert.equal(result.missing, 0);
     assert.equal(result.differingCopies, 0, "duplicates equal their original");
     assert.equal(result.secondStatus.code, 0);
@@ -113,7 +134,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "bridge stopped with SIGTERM mid-stream exits 0 and loses nothing",
+  name:
+    "bridge stopped with SIGTERM mid-stream drains: exits 0, acknowledges every message it took, and the restart adds no duplicate",
   ignore: brokers === undefined,
   sanitizeOps: false,
   sanitizeResources: false,
@@ -124,6 +146,28 @@ Deno.test({
     assert.equal(result.status.code, 0);
     // stop() fails the test when the bridge is still running after 30 s.
     assert.equal(result.missing, 0);
+    assert.ok(
+      result.inKafkaAtStop < result.total,
+      `stopped with ${result.inKafkaAtStop} of ${result.total} already in Kafka`,
+    );
+
+    // Drained: every message taken was delivered and its PUBACK sent, so the
+    // broker had nothing to deliver twice.
+    const [closed] = result.stopLog.find("MQTT stream closed");
+    const [stopped] = result.stopLog.find("Bridge stopped");
+    assert.ok(closed && stopped, result.stopLog.tail());
+    const stats = stopped.properties as Record<string, number>;
+    assert.equal(closed.properties.unacknowledged, 0, "unacknowledged at stop");
+    assert.equal(closed.properties.released, stats.received, "PUBACKs sent");
+    assert.equal(stats.inFlight, 0, "in flight at stop");
+    assert.equal(stats.failed, 0, "left for redelivery at stop");
+    assert.equal(result.stopLog.find("were not settled within").length, 0);
+    assert.equal(result.duplicates, 0, "duplicates after the restart");
+    console.log(
+      `SIGTERM drain: received ${stats.received}, delivered ${stats.delivered}, ` +
+        `PUBACKs ${closed.properties.released}, unacknowledged ` +
+        `${closed.properties.unacknowledged}, exit ms ${result.status.ms}`,
+    );
   },
 });
 
@@ -140,4 +184,26 @@ function canonical(message: {
 function idOf(headers: Record<string, unknown> | undefined): string {
   const value = headers?.["ce_id"];
   return value === undefined ? "" : String(value);
+}
+
+/** Records in `topic` now: the sum of its partitions' offset ranges. */
+async function recordCount(
+  kafkaBrokers: readonly string[],
+  topic: string,
+): Promise<number> {
+  const admin = new Kafka({
+    clientId: uniqueName("crash-admin"),
+    brokers: [...kafkaBrokers],
+    logLevel: logLevel.NOTHING,
+  }).admin();
+  await admin.connect();
+  try {
+    const partitions = await admin.fetchTopicOffsets(topic);
+    return partitions.reduce(
+      (sum, { high, low }) => sum + Number(high) - Number(low),
+      0,
+    );
+  } finally {
+    await admin.disconnect();
+  }
 }

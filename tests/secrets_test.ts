@@ -327,9 +327,16 @@ Deno.test("file and TLS errors are configuration errors (exit 2, also for --chec
       DX_KAFKA_BROKERS: "127.0.0.1:1",
       ...env,
     });
-    assert.equal(checked.code, 2, `${what}: --check-config exit code 2`);
+    assert.equal(
+      checked.code,
+      2,
+      `${what}: --check-config exit code 2\n${checked.output}`,
+    );
     assert.doesNotMatch(checked.output, /configuration ok/, what);
-    assert.match(output, expected, what);
-    assertHidden(what, output, [secret, files.keyBody]);
+    assert.match(checked.output, expected, `${what} (--check-config)`);
+    assertHidden(`${what} (--check-config)`, checked.output, [
+      secret,
+      files.keyBody,
+    ]);
   }
 });

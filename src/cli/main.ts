@@ -51,7 +51,8 @@ Environment:
 
 Signals: SIGINT or SIGTERM stops reading, waits for messages in flight to be
 delivered and acknowledged, then exits 0. A second signal, a second or more
-after the first, exits at once.
+after the first, exits at once with code 1; what was in flight stays
+unacknowledged at the broker and is delivered again.
 
 Exit codes: 0 clean stop, 1 failure at run time, 2 bad configuration.
 `;

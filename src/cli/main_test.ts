@@ -25,6 +25,20 @@ Deno.test("dx-bridge --help lists every flag and exits 0", async () => {
   }
 });
 
+Deno.test("dx-bridge --help states the exit codes and what a second signal does", async () => {
+  const { code, output } = await run(["--help"]);
+  assert.equal(code, 0);
+  assert.match(
+    output,
+    /0 clean stop, 1 failure at run time, 2 bad configuration/,
+  );
+  // tests/cli_test.ts checks the behaviour itself against real brokers.
+  assert.match(
+    output,
+    /A second signal, a second or more\s+after the first, exits at once/,
+  );
+});
+
 Deno.test("dx-bridge exits 2 with one line per problem for a bad config", async () => {
   const dir = await Deno.makeTempDir();
   try {
