@@ -312,30 +312,132 @@ export function toKafkajsMessage(record: KafkaRecord): Message {
   };
 }
 
-/** Kafka error types that a retry of the same record cannot fix. */
-const RECORD_ERRORS = new Set([
+/**
+ * Kafka error types that refuse records themselves: sending the same record
+ * again fails the same way. kafkajs marks `CORRUPT_MESSAGE` retriable (a
+ * record damaged on the wire); the bytes this sink sends are the same on
+ * every attempt, so here it belongs to the record.
+ */
+const RECORD_ERRORS: ReadonlySet<string> = new Set([
   "MESSAGE_TOO_LARGE",
   "RECORD_LIST_TOO_LARGE",
   "INVALID_RECORD",
   "CORRUPT_MESSAGE",
-  "INVALID_TOPIC_EXCEPTION",
-  "UNSUPPORTED_COMPRESSION_TYPE",
   "INVALID_TIMESTAMP",
 ]);
 
 /**
- * Finds, along an error's `cause` chain, a Kafka error that rejects the
- * records themselves (too large, invalid topic, ...). Returns its type, or
- * `undefined` when the failure may pass (broker down, leader moving, timeout).
+ * Kafka error types that refuse every record for one topic (its name, its
+ * permissions, its configuration), while other topics may take theirs.
  */
-export function recordErrorType(error: unknown): string | undefined {
-  let current: unknown = error;
-  for (let depth = 0; depth < 8 && current instanceof Error; depth++) {
-    const type = (current as { type?: unknown }).type;
-    if (typeof type === "string" && RECORD_ERRORS.has(type)) return type;
-    current = current.cause;
+const TOPIC_ERRORS: ReadonlySet<string> = new Set([
+  "INVALID_TOPIC_EXCEPTION",
+  "TOPIC_AUTHORIZATION_FAILED",
+  "UNSUPPORTED_COMPRESSION_TYPE",
+  "UNSUPPORTED_FOR_MESSAGE_FORMAT",
+]);
+
+/** JavaScript errors that kafkajs, too, never retries: a bug, not an outage. */
+const UNRECOVERABLE_ERRORS: ReadonlySet<string> = new Set([
+  "RangeError",
+  "ReferenceError",
+  "SyntaxError",
+  "TypeError",
+]);
+
+/** What to do about a Kafka error type, for error messages. */
+const ADVICE: Readonly<Record<string, string>> = {
+  MESSAGE_TOO_LARGE:
+    "make the record smaller, or raise the topic's max.message.bytes (and the broker's message.max.bytes)",
+  RECORD_LIST_TOO_LARGE:
+    "make the record smaller, or raise the topic's segment.bytes",
+  INVALID_RECORD:
+    "Kafka refused the record's content (for example a record without a key on a compacted topic); change the record or the topic's configuration",
+  CORRUPT_MESSAGE:
+    "the record failed the broker's checks (on older brokers, a record without a key on a compacted topic); change the record or the topic's configuration",
+  INVALID_TIMESTAMP:
+    "the record's timestamp is too far from the broker's clock for the topic's message.timestamp.difference.max.ms; check the clocks",
+  INVALID_TOPIC_EXCEPTION:
+    "use a topic name of 1 to 249 characters of a-z A-Z 0-9 . _ -",
+  TOPIC_AUTHORIZATION_FAILED:
+    "grant this client's principal WRITE and DESCRIBE on the topic, or send to another topic",
+  UNSUPPORTED_COMPRESSION_TYPE:
+    "the topic's compression.type needs a newer produce request; change the topic's compression.type",
+  UNSUPPORTED_FOR_MESSAGE_FORMAT:
+    "the topic's message.format.version is too old for record headers; raise it to 0.11 or newer",
+  CLUSTER_AUTHORIZATION_FAILED:
+    "grant this client's principal the cluster permission the request needs (IDEMPOTENT_WRITE, for instance)",
+  UNSUPPORTED_VERSION:
+    "the broker does not support the produce request kafkajs sends; use Kafka 0.11 or newer",
+};
+
+/**
+ * How a failed produce request is handled:
+ *
+ * - `transient`: it may pass (broker down, leader moving, timeout): sent
+ *   again with backoff, counted by the circuit breaker;
+ * - `record`: Kafka refused a record (too large, invalid): the request is
+ *   narrowed down to the records at fault, which are rejected;
+ * - `topic`: Kafka refused a topic (invalid name, not authorized): the
+ *   records for that topic are rejected, the others sent;
+ * - `refused`: Kafka, or kafkajs, refused the request for a reason that is
+ *   neither a record's nor a topic's and that no retry fixes (cluster
+ *   authorization, protocol version): every record of the request is
+ *   rejected, and the breaker counts it.
+ */
+export type ProduceFailure =
+  | { readonly kind: "transient" }
+  | {
+    readonly kind: "record" | "topic" | "refused";
+    /** The Kafka error type, such as `MESSAGE_TOO_LARGE`, or the error's name. */
+    readonly type: string;
+  };
+
+const TRANSIENT: ProduceFailure = Object.freeze({ kind: "transient" });
+
+/**
+ * Classifies a produce failure by kafkajs' own account of it. Along the
+ * `cause` chain (kafkajs wraps the broker's error in
+ * `KafkaJSNumberOfRetriesExceeded` or `KafkaJSNonRetriableError`), the first
+ * `KafkaJSProtocolError` decides: by its type when that refuses records or a
+ * topic, else by its `retriable` flag. Without one, the innermost error
+ * decides: `retriable: false`, or a `TypeError` and its kind, is `refused`;
+ * anything else (connection lost, request timed out, an error kafkajs does
+ * not flag) is `transient`.
+ *
+ * @param error What `sendBatch` rejected with.
+ * @returns How the sink handles it.
+ */
+export function classifyProduceError(error: unknown): ProduceFailure {
+  const chain = causes(error);
+  for (const each of chain) {
+    const type = (each as { type?: unknown }).type;
+    if (typeof type !== "string") continue;
+    if (RECORD_ERRORS.has(type)) return { kind: "record", type };
+    if (TOPIC_ERRORS.has(type)) return { kind: "topic", type };
+    const retriable = (each as { retriable?: unknown }).retriable;
+    return retriable === false ? { kind: "refused", type } : TRANSIENT;
   }
-  return undefined;
+  const innermost = chain.at(-1);
+  if (innermost === undefined) return TRANSIENT;
+  if (
+    (innermost as { retriable?: unknown }).retriable === false ||
+    UNRECOVERABLE_ERRORS.has(innermost.name)
+  ) {
+    return { kind: "refused", type: innermost.name };
+  }
+  return TRANSIENT;
+}
+
+/**
+ * What to do about a Kafka error type, as a clause for an error message.
+ *
+ * @param type A Kafka error type such as `MESSAGE_TOO_LARGE`, or an error name.
+ * @returns Advice; a general one for types without their own.
+ */
+export function adviceFor(type: string): string {
+  return ADVICE[type] ??
+    "see the Kafka error type: sending the same request again fails the same way until the record, the topic or the cluster's configuration changes";
 }
 
 /**

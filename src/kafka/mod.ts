@@ -39,8 +39,15 @@ export type {
   CloudEventErrorOptions,
   KafkaHeaderValue,
   KafkaRecord,
+  Route,
+  Router,
 } from "../cloudevents/mod.ts";
-export type { Settleable } from "../envelope.ts";
+export type {
+  AnyEnvelope,
+  AnyInvalidEnvelope,
+  Settleable,
+} from "../envelope.ts";
+export type { EventSink, PipeResult } from "../sinks/mod.ts";
 export type { DataExchangeError, DataExchangeErrorOptions } from "../errors.ts";
 export type { RetryEvent } from "../_retry.ts";
 export {
@@ -54,9 +61,17 @@ export {
   type BreakerStateChange,
   type ConnectRetryOptions,
   connectWithRetry,
+  type KafkaSendOptions,
   KafkaSink,
   type KafkaSinkOptions,
 } from "./sink.ts";
+export {
+  type KafkaEventSink,
+  kafkaEventSink,
+  type KafkaEventSinkOptions,
+  type KafkaWriteAllOptions,
+  type KafkaWriteAllResult,
+} from "./event_sink.ts";
 export {
   type ConsumedRecord,
   deadLetterFromKafka,

@@ -5,9 +5,16 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import type { Message, Producer } from "kafkajs";
+import type { ICustomPartitioner, Message, Producer } from "kafkajs";
 import { CompressionTypes, Partitioners } from "kafkajs";
-import type { KafkaRecord } from "../cloudevents/mod.ts";
+import {
+  type CloudEvent,
+  isKafkaTopicName,
+  type KafkaRecord,
+  MAX_TOPIC_LENGTH,
+} from "../cloudevents/mod.ts";
+import { quote } from "../cloudevents/_describe.ts";
+import type { AnyEnvelope } from "../envelope.ts";
 import { DataExchangeError, isDataExchangeError } from "../errors.ts";
 import {
   type BreakerRetryEvent,
@@ -18,12 +25,19 @@ import {
 } from "./_breaker.ts";
 import { type RetryEvent, retryWithBackoff } from "../_retry.ts";
 import {
+  adviceFor,
+  classifyProduceError,
   createKafka,
   describeError,
   type KafkaConnectionOptions,
-  recordErrorType,
+  type ProduceFailure,
   toKafkajsMessage,
 } from "./_kafkajs.ts";
+import type {
+  KafkaWriteAllOptions,
+  KafkaWriteAllResult,
+} from "./event_sink.ts";
+import { writeEvents } from "./_write_all.ts";
 
 const logger = getLogger(["dataexchange", "kafka", "producer"]);
 
@@ -87,8 +101,9 @@ export interface KafkaSinkOptions extends KafkaConnectionOptions {
   /** Longest wait between retries, in milliseconds. Default 30000. */
   retryMaxDelayMs?: number;
   /**
-   * Consecutive failed produce requests (broker down, timeout; not records
-   * Kafka refuses) that open the circuit breaker. Default 5.
+   * Consecutive failed produce requests (broker down, timeout, or a request
+   * Kafka refuses as a whole; not records or topics Kafka refuses) that open
+   * the circuit breaker. Default 5.
    */
   breakerThreshold?: number;
   /**
@@ -113,9 +128,47 @@ export interface KafkaSinkOptions extends KafkaConnectionOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * Options of {@linkcode KafkaSink.send}.
+ *
+ * @example Give up on a record that is not confirmed within 5 s
+ * ```ts
+ * import {
+ *   createCloudEvent,
+ *   toKafkaRecord,
+ * } from "@dataexchange/streams/cloudevents";
+ * import { KafkaSink, type KafkaSendOptions } from "@dataexchange/streams/kafka";
+ *
+ * const options: KafkaSendOptions = { signal: AbortSignal.timeout(5000) };
+ *
+ * // Needs Kafka on 127.0.0.1:9092: runs when this file is run as a script.
+ * if (import.meta.main) {
+ *   await using sink = await KafkaSink.connect({ brokers: ["127.0.0.1:9092"] });
+ *   const event = createCloudEvent({ source: "/example", type: "t" });
+ *   try {
+ *     await sink.send("dx.telemetry", toKafkaRecord(event), options);
+ *   } catch (error) {
+ *     console.log("not confirmed in time:", error);
+ *   }
+ * }
+ * ```
+ */
+export interface KafkaSendOptions {
+  /**
+   * Aborting it gives up on the record: the promise rejects with the
+   * signal's reason at once. A record still buffered is withdrawn and never
+   * sent; one already in a request on its way to Kafka may still be stored.
+   * Default: none.
+   */
+  signal?: AbortSignal;
+}
+
 interface Pending {
   readonly topic: string;
   readonly message: Message;
+  readonly signal: AbortSignal | undefined;
+  /** Settled already: resolved, rejected, or withdrawn on abort. */
+  settled: boolean;
   resolve(): void;
   reject(error: unknown): void;
 }
@@ -123,14 +176,34 @@ interface Pending {
 /**
  * Sends records to Kafka in batches and resolves each `send` only when Kafka
  * has acknowledged the record (with `acks: -1`, all in-sync replicas).
+ * {@linkcode KafkaSink.writeAll} takes a whole stream of CloudEvents or
+ * envelopes through it, acknowledging each envelope on Kafka's ack.
  *
  * One produce request is in flight at a time, so records keep their order
  * per partition; records that arrive while it is in flight form the next
- * batch. Failures that may pass (broker down, leader election, timeout) are
- * retried with exponential backoff and full jitter for as long as the sink is
- * open. A failure that belongs to the records themselves (too large, invalid
- * topic) is narrowed down to the records at fault, which are rejected with a
- * `record-rejected` error; the others are sent.
+ * batch. A failed request is handled by what kafkajs says of the error (its
+ * type and `retriable` flag):
+ *
+ * - failures that may pass (broker down, leader election, timeout) are
+ *   retried with exponential backoff and full jitter for as long as the sink
+ *   is open;
+ * - a refusal of records (too large, invalid record) is narrowed down to the
+ *   records at fault, which are rejected with `record-rejected`; the others
+ *   are sent;
+ * - a refusal of a topic (invalid name, not authorized) rejects the records
+ *   for that topic with `record-rejected`; the others are sent;
+ * - any other refusal that no retry fixes (cluster authorization, protocol
+ *   version) rejects every record of the request with `produce-refused`,
+ *   logged at error; the breaker counts it.
+ *
+ * Limit: kafkajs reports one error for a whole request, not which
+ * partitions Kafka stored. When Kafka refuses the records of one partition,
+ * records of the same request for other partitions or topics may already be
+ * stored; narrowing down sends them again, so they may be stored twice (at
+ * least once, as after any retry). Records of the refused partition are
+ * stored once. Under Kafka's default size limit (`max.message.bytes`,
+ * 1 MiB) this does not arise for size: a record of more than 1,000,000
+ * bytes always travels in a request of its own.
  *
  * A circuit breaker (cockatiel's, consecutive failures) guards the produce
  * requests: after `breakerThreshold` failed requests in a row it opens, and
@@ -183,14 +256,21 @@ export class KafkaSink implements AsyncDisposable {
   #retryMaxDelayMs: number;
   #breaker: SendBreaker;
   #batch: Pending[] = [];
+  /** The partition kafkajs chose for each message, in its last request. */
+  #assigned: WeakMap<Message, number>;
+  /** The unsettled records of each `send` signal, to withdraw on abort. */
+  #bySignal = new Map<AbortSignal, Set<Pending>>();
+  #onSendAbort = (event: Event) => this.#withdraw(event.target as AbortSignal);
 
   private constructor(
     producer: Producer,
     breaker: SendBreaker,
+    assigned: WeakMap<Message, number>,
     options: KafkaSinkOptions,
   ) {
     this.#producer = producer;
     this.#breaker = breaker;
+    this.#assigned = assigned;
     this.#batchSize = positive("batchSize", options.batchSize ?? 500);
     this.#lingerMs = options.lingerMs ?? 5;
     this.#maxBuffered = positive(
@@ -234,8 +314,9 @@ export class KafkaSink implements AsyncDisposable {
     positive("maxBufferedRecords", options.maxBufferedRecords ?? 10000);
     const breaker = createBreaker(options);
     const kafka = createKafka(options);
+    const assigned = new WeakMap<Message, number>();
     const producer = kafka.producer({
-      createPartitioner: Partitioners.DefaultPartitioner,
+      createPartitioner: recordingPartitioner(assigned),
       allowAutoTopicCreation: options.allowAutoTopicCreation ?? false,
     });
     await connectWithRetry(() => producer.connect(), options.brokers, {
@@ -245,7 +326,7 @@ export class KafkaSink implements AsyncDisposable {
     logger.info("Kafka producer connected to {brokers}", {
       brokers: options.brokers,
     });
-    return new KafkaSink(producer, breaker, options);
+    return new KafkaSink(producer, breaker, assigned, options);
   }
 
   /** Records buffered or in flight, not yet settled. */
@@ -264,32 +345,129 @@ export class KafkaSink implements AsyncDisposable {
 
   /**
    * Queues a record for `topic` and resolves when Kafka has acknowledged it.
+   * While `maxBufferedRecords` records are pending, it first waits for room.
    *
    * @param topic The Kafka topic.
    * @param record Key, value and headers.
+   * @param options A signal to give up on the record.
    * @returns A promise that resolves on acknowledgement.
-   * @throws {DataExchangeError} `record-rejected` when Kafka refuses the record
-   *   itself (for example, too large); `sink-closed` when the sink closes
-   *   before the record was acknowledged.
+   * @throws {TypeError} When `topic` is not a string.
+   * @throws {DataExchangeError} `record-rejected` when the topic is not a
+   *   valid Kafka topic name (the record is not sent), or when Kafka refuses
+   *   the record itself (for example, too large) or its topic (for example,
+   *   not authorized); `produce-refused` when Kafka refuses the request for
+   *   a reason no retry fixes (cluster authorization, protocol version);
+   *   `sink-closed` when the sink closes before the record was acknowledged.
+   *   None of them is retriable but `sink-closed`.
+   * @throws The reason of `options.signal` when it aborts first.
    */
-  async send(topic: string, record: KafkaRecord): Promise<void> {
+  async send(
+    topic: string,
+    record: KafkaRecord,
+    options: KafkaSendOptions = {},
+  ): Promise<void> {
+    if (typeof topic !== "string") {
+      throw new TypeError(
+        `KafkaSink.send() expects the topic as a string; got ${typeof topic}`,
+      );
+    }
+    if (!isKafkaTopicName(topic)) throw invalidTopicError(topic);
+    const { signal } = options;
+    signal?.throwIfAborted();
     const message = toKafkajsMessage(record);
     while (
       this.pending >= this.#maxBuffered && !this.#closed &&
-      !this.#signal.aborted
+      !this.#signal.aborted && !signal?.aborted
     ) {
-      await new Promise<void>((resolve) => this.#roomWaiters.push(resolve));
+      await this.#room(signal);
     }
+    signal?.throwIfAborted();
     if (this.#closed || this.#signal.aborted) {
       throw closedError(this.#signal.reason);
     }
     return new Promise<void>((resolve, reject) => {
-      this.#queue.push({ topic, message, resolve, reject });
+      const item: Pending = {
+        topic,
+        message,
+        signal,
+        settled: false,
+        resolve: () => {
+          this.#settle(item);
+          resolve();
+        },
+        reject: (error: unknown) => {
+          this.#settle(item);
+          reject(error);
+        },
+      };
+      this.#watch(item);
+      this.#queue.push(item);
       if (this.#queue.length >= this.#batchSize) this.#kick();
       else if (!this.#sending && this.#linger === undefined) {
         this.#linger = setTimeout(() => this.#kick(), this.#lingerMs);
       }
     });
+  }
+
+  /**
+   * Sends CloudEvents, or the events of envelopes, to Kafka until the source
+   * ends, and settles each envelope by the outcome: `ack()` only once Kafka
+   * has acknowledged its record, `nack(error)` when it was not delivered.
+   * Plain CloudEvents have nobody to ack; their failures are counted, logged
+   * and passed to `onError`.
+   *
+   * The topic of each event comes from `options.topic`: a fixed topic, a
+   * {@linkcode Router} (by the event's classification) or a function. The
+   * record is written in `options.mode` (binary by default). An envelope
+   * that holds no valid event goes to the dead-letter topic when there is
+   * one (`deadLetterTopic`, else the router's), and is acked once Kafka has
+   * it; without one it is nacked with its error. An event whose record Kafka
+   * refuses is nacked with the `record-rejected` error: the caller decides
+   * (the bridge dead-letters those).
+   *
+   * At most `maxConcurrent` events (default `maxBufferedRecords`) are
+   * outstanding: the source is not pulled beyond that. It is
+   * {@linkcode pipeToSink} over {@linkcode kafkaEventSink}, with their
+   * guarantees: envelopes may be settled out of order; aborting
+   * `options.signal` stops pulling, gives up on the records not yet
+   * acknowledged (buffered ones are withdrawn) and nacks their envelopes
+   * with the abort reason, then resolves with the counts.
+   *
+   * @param source CloudEvents, or envelopes such as those of `mqttStream()`.
+   * @param options The topic, content mode, dead-letter topic, bound and
+   *   signal.
+   * @returns The counts, once the source ended (or the signal aborted) and
+   *   every event taken from it was settled.
+   * @throws {TypeError} When `source` is not async iterable, or an option
+   *   has the wrong type.
+   * @throws {RangeError} When a topic option is not a valid Kafka topic
+   *   name, or `maxConcurrent` is not a positive integer.
+   * @throws What the source throws, once the events taken from it settled.
+   *
+   * @example Send a stream of events to one topic
+   * ```ts
+   * import { createCloudEvent } from "@dataexchange/streams/cloudevents";
+   * import { KafkaSink } from "@dataexchange/streams/kafka";
+   *
+   * async function* readings() {
+   *   for (let n = 0; n < 3; n++) {
+   *     yield createCloudEvent({ source: "/sensors/7", type: "reading", data: { n } });
+   *   }
+   * }
+   *
+   * // Needs Kafka on 127.0.0.1:9092: runs when this file is run as a script.
+   * if (import.meta.main) {
+   *   await using sink = await KafkaSink.connect({ brokers: ["127.0.0.1:9092"] });
+   *   const result = await sink.writeAll(readings(), { topic: "dx.telemetry" });
+   *   console.log(result); // { written: 3, failed: 0, invalid: 0, deadLettered: 0 }
+   * }
+   * ```
+   */
+  writeAll(
+    source: AsyncIterable<CloudEvent | AnyEnvelope>,
+    options: KafkaWriteAllOptions,
+  ): Promise<KafkaWriteAllResult> {
+    return writeEvents(this, source, options, this.#maxBuffered);
   }
 
   /**
@@ -365,6 +543,64 @@ export class KafkaSink implements AsyncDisposable {
     return this.close();
   }
 
+  /** Waits until a record settles or leaves the queue, or `signal` aborts. */
+  #room(signal: AbortSignal | undefined): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const wake = () => {
+        signal?.removeEventListener("abort", wake);
+        resolve();
+      };
+      this.#roomWaiters.push(wake);
+      signal?.addEventListener("abort", wake, { once: true });
+    });
+  }
+
+  /** Registers a record under its `send` signal: one listener per signal. */
+  #watch(item: Pending): void {
+    const signal = item.signal;
+    if (signal === undefined) return;
+    let items = this.#bySignal.get(signal);
+    if (items === undefined) {
+      this.#bySignal.set(signal, items = new Set());
+      signal.addEventListener("abort", this.#onSendAbort, { once: true });
+    }
+    items.add(item);
+  }
+
+  #settle(item: Pending): void {
+    item.settled = true;
+    const signal = item.signal;
+    const items = signal && this.#bySignal.get(signal);
+    if (!items) return;
+    items.delete(item);
+    if (items.size > 0) return;
+    this.#bySignal.delete(signal);
+    signal.removeEventListener("abort", this.#onSendAbort);
+  }
+
+  /**
+   * Gives up on the records of an aborted `send` signal: those still queued
+   * leave the queue (in one pass, however many there are), those in flight
+   * are no longer waited for; all reject with the signal's reason.
+   */
+  #withdraw(signal: AbortSignal): void {
+    const items = this.#bySignal.get(signal);
+    if (items === undefined) return;
+    this.#bySignal.delete(signal);
+    const queued = this.#queue.length;
+    this.#queue = this.#queue.filter((item) => !items.has(item));
+    const withdrawn = queued - this.#queue.length;
+    for (const item of items) item.reject(signal.reason);
+    logger.debug(
+      "Send aborted: {withdrawn} buffered records withdrawn, {unconfirmed} in flight not waited for",
+      { withdrawn, unconfirmed: items.size - withdrawn },
+    );
+    for (const wake of this.#roomWaiters.splice(0)) wake();
+    if (this.pending === 0) {
+      for (const wake of this.#idleWaiters.splice(0)) wake();
+    }
+  }
+
   #kick(): void {
     clearTimeout(this.#linger);
     this.#linger = undefined;
@@ -404,8 +640,13 @@ export class KafkaSink implements AsyncDisposable {
   }
 
   async #deliver(batch: Pending[]): Promise<void> {
+    let failure: ProduceFailure;
+    let error: unknown;
     try {
-      const topicMessages = groupByTopic(batch);
+      const topicMessages = groupByTopic(batch).map((items) => ({
+        topic: items[0].topic,
+        messages: items.map((item) => item.message),
+      }));
       await retryThroughBreaker(
         this.#breaker,
         () =>
@@ -426,33 +667,136 @@ export class KafkaSink implements AsyncDisposable {
         },
       );
       for (const item of batch) item.resolve();
-    } catch (error) {
-      if (this.#signal.aborted) {
-        for (const item of batch) item.reject(closedError(error));
-        return;
-      }
-      if (batch.length > 1) {
-        // Find the records at fault: send the others on their own.
-        for (const item of batch) await this.#deliver([item]);
-        return;
-      }
-      const type = recordErrorType(error) ?? "unknown";
-      batch[0].reject(
-        new DataExchangeError(
-          "record-rejected",
-          `Kafka rejected a record for topic "${batch[0].topic}" (${type}, ${
-            byteLength(batch[0].message)
-          } bytes): ${describeError(error)}`,
-          { cause: error },
-        ),
-      );
+      return;
+    } catch (caught) {
+      error = caught;
+      failure = classifyProduceError(caught);
     }
+    if (this.#signal.aborted || failure.kind === "transient") {
+      // Only an abort ends the retries of a transient failure.
+      for (const item of batch) item.reject(closedError(error));
+      return;
+    }
+    await this.#narrow(batch, failure, error);
+  }
+
+  /**
+   * After Kafka refused a request: rejects what the refusal covers and sends
+   * the rest again, in smaller requests: per topic, then per partition (a
+   * partition's records are stored or refused together), then halves, until
+   * the records at fault stand alone.
+   */
+  async #narrow(
+    batch: Pending[],
+    failure: Exclude<ProduceFailure, { kind: "transient" }>,
+    error: unknown,
+  ): Promise<void> {
+    const live = batch.filter((item) => !item.settled);
+    if (live.length === 0) return;
+    if (failure.kind === "refused") {
+      const refused = refusedError(live, failure.type, error);
+      logger.error(
+        "Kafka refused a produce request of {count} records ({kafkaError}); not retried: {error}",
+        {
+          count: live.length,
+          kafkaError: failure.type,
+          topics: topicsOf(live),
+          error: describeError(error),
+        },
+      );
+      for (const item of live) item.reject(refused);
+      return;
+    }
+    const byTopic = groupByTopic(live);
+    if (byTopic.length > 1) {
+      for (const items of byTopic) await this.#deliver(items);
+      return;
+    }
+    if (failure.kind === "topic") {
+      const rejected = topicRejectedError(live, failure.type, error);
+      logger.warn(
+        "Kafka refused {count} records for topic {topic} ({kafkaError}): {error}",
+        {
+          count: live.length,
+          topic: live[0].topic,
+          kafkaError: failure.type,
+          error: describeError(error),
+        },
+      );
+      for (const item of live) item.reject(rejected);
+      return;
+    }
+    const byPartition = this.#groupByPartition(live);
+    if (byPartition.length > 1) {
+      for (const items of byPartition) await this.#deliver(items);
+      return;
+    }
+    if (live.length > 1) {
+      const half = Math.ceil(live.length / 2);
+      await this.#deliver(live.slice(0, half));
+      await this.#deliver(live.slice(half));
+      return;
+    }
+    logger.debug(
+      "Kafka refused a record for topic {topic} ({kafkaError}): {error}",
+      {
+        topic: live[0].topic,
+        kafkaError: failure.type,
+        error: describeError(error),
+      },
+    );
+    live[0].reject(recordRejectedError(live[0], failure.type, error));
+  }
+
+  /**
+   * Groups records by the partition kafkajs gave them in the failed request,
+   * and pins them there, so that sending them again keeps them in the same
+   * partition and in order, one partition per request.
+   */
+  #groupByPartition(batch: Pending[]): Pending[][] {
+    const groups = new Map<number | undefined, Pending[]>();
+    for (const item of batch) {
+      const message = item.message;
+      message.partition ??= this.#assigned.get(message);
+      let items = groups.get(message.partition);
+      if (items === undefined) groups.set(message.partition, items = []);
+      items.push(item);
+    }
+    return [...groups.values()];
   }
 }
 
-/** Whether a produce failure may pass, as opposed to one of the records. */
+/**
+ * The default partitioner, remembering the partition it chose for each
+ * message, so that a request Kafka refused can be narrowed down partition
+ * by partition.
+ */
+function recordingPartitioner(
+  assigned: WeakMap<Message, number>,
+): ICustomPartitioner {
+  return () => {
+    const partition = Partitioners.DefaultPartitioner();
+    return (args) => {
+      const chosen = partition(args);
+      assigned.set(args.message, chosen);
+      return chosen;
+    };
+  };
+}
+
+/** Whether a produce failure may pass, and is worth another attempt. */
 function isTransient(error: unknown): boolean {
-  return recordErrorType(error) === undefined;
+  return classifyProduceError(error).kind === "transient";
+}
+
+/**
+ * Whether a failure counts towards opening the breaker: one that may pass
+ * (Kafka is not answering), or a refusal of the whole request (Kafka
+ * answers, but takes nothing). Refusals of a record or a topic do not.
+ */
+function countsForBreaker(error: unknown): boolean {
+  const kind = classifyProduceError(error).kind;
+  return kind === "transient" || kind === "refused";
 }
 
 function createBreaker(options: KafkaSinkOptions): SendBreaker {
@@ -463,7 +807,7 @@ function createBreaker(options: KafkaSinkOptions): SendBreaker {
   return new SendBreaker({
     threshold,
     halfOpenAfterMs,
-    counts: isTransient,
+    counts: countsForBreaker,
     onStateChange: (change) => {
       logBreaker(change, threshold, halfOpenAfterMs);
       try {
@@ -512,16 +856,19 @@ function logBreaker(
   }
 }
 
-function groupByTopic(
-  batch: Pending[],
-): Array<{ topic: string; messages: Message[] }> {
-  const byTopic = new Map<string, Message[]>();
+/** Records by topic, in the order each topic first appears. */
+function groupByTopic(batch: Pending[]): Pending[][] {
+  const byTopic = new Map<string, Pending[]>();
   for (const item of batch) {
-    let messages = byTopic.get(item.topic);
-    if (messages === undefined) byTopic.set(item.topic, messages = []);
-    messages.push(item.message);
+    let items = byTopic.get(item.topic);
+    if (items === undefined) byTopic.set(item.topic, items = []);
+    items.push(item);
   }
-  return Array.from(byTopic, ([topic, messages]) => ({ topic, messages }));
+  return [...byTopic.values()];
+}
+
+function topicsOf(batch: Pending[]): string[] {
+  return [...new Set(batch.map((item) => item.topic))];
 }
 
 function recordBytes(message: Message): number {
@@ -561,6 +908,59 @@ function closedError(cause?: unknown): DataExchangeError {
     "sink-closed",
     "The Kafka sink closed before the record was acknowledged; it was not confirmed as delivered",
     { cause, retriable: true },
+  );
+}
+
+function invalidTopicError(topic: string): DataExchangeError {
+  return new DataExchangeError(
+    "record-rejected",
+    `The topic ${
+      quote(topic)
+    } is not a valid Kafka topic name (1 to ${MAX_TOPIC_LENGTH} characters of a-z A-Z 0-9 . _ -, not "." or ".."); the record was not sent: fix the topic, or the route that chose it`,
+  );
+}
+
+function recordRejectedError(
+  item: Pending,
+  type: string,
+  cause: unknown,
+): DataExchangeError {
+  return new DataExchangeError(
+    "record-rejected",
+    `Kafka refused a record for topic "${item.topic}" (${type}, ${
+      byteLength(item.message)
+    } bytes): ${describeError(cause)}; ${adviceFor(type)}`,
+    { cause },
+  );
+}
+
+function topicRejectedError(
+  batch: Pending[],
+  type: string,
+  cause: unknown,
+): DataExchangeError {
+  return new DataExchangeError(
+    "record-rejected",
+    `Kafka refused the records for topic "${batch[0].topic}" (${type}): ${
+      describeError(cause)
+    }; ${adviceFor(type)}`,
+    { cause },
+  );
+}
+
+function refusedError(
+  batch: Pending[],
+  type: string,
+  cause: unknown,
+): DataExchangeError {
+  return new DataExchangeError(
+    "produce-refused",
+    `Kafka refused a produce request of ${batch.length} records for topics ${
+      topicsOf(batch).join(", ")
+    } (${type}): ${describeError(cause)}; ${
+      adviceFor(type)
+    }. The records were not confirmed as stored; sending them again fails the same way until that changes`,
+    { cause },
   );
 }
 

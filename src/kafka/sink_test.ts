@@ -1,5 +1,14 @@
 import assert from "node:assert/strict";
-import { createCloudEvent, toKafkaRecord } from "../cloudevents/mod.ts";
+import { Kafka, logLevel } from "kafkajs";
+import {
+  CloudEventError,
+  createCloudEvent,
+  createRouter,
+  type KafkaRecord,
+  toKafkaRecord,
+} from "../cloudevents/mod.ts";
+import type { AnyEnvelope } from "../envelope.ts";
+import { type DataExchangeError, isDataExchangeError } from "../errors.ts";
 import { abortableDelay } from "../_retry.ts";
 import { isolatedTestBrokers, testBrokers } from "../../tests/_brokers.ts";
 import {
@@ -10,7 +19,9 @@ import {
 } from "../../tests/_kafka.ts";
 import { type BreakerStateChange, KafkaSink } from "./sink.ts";
 
-const ignore = (await testBrokers()) === undefined;
+const shared = await testBrokers();
+const ignore = shared === undefined;
+const decoder = new TextDecoder();
 
 /** Polls `condition` until it holds; fails after `timeoutMs`. */
 async function waitFor(
@@ -102,4 +113,401 @@ Deno.test("KafkaSink.connect() rejects a breaker threshold that is not a positiv
     KafkaSink.connect({ brokers: ["127.0.0.1:1"], breakerThreshold: 0 }),
     { name: "RangeError", message: /breakerThreshold must be a positive/ },
   );
+});
+
+/** Creates a topic with settings of its own, such as `max.message.bytes`. */
+async function createTopicWith(
+  brokers: readonly string[],
+  topic: string,
+  { partitions = 1, config = {} }: {
+    partitions?: number;
+    config?: Record<string, string>;
+  },
+): Promise<void> {
+  const admin = adminClient(brokers);
+  await admin.connect();
+  try {
+    await admin.createTopics({
+      waitForLeaders: true,
+      topics: [{
+        topic,
+        numPartitions: partitions,
+        configEntries: Object.entries(config).map(([name, value]) => ({
+          name,
+          value,
+        })),
+      }],
+    });
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** How many records a topic holds, all partitions together. */
+async function storedCount(
+  brokers: readonly string[],
+  topic: string,
+): Promise<number> {
+  const admin = adminClient(brokers);
+  await admin.connect();
+  try {
+    const offsets = await admin.fetchTopicOffsets(topic);
+    return offsets.reduce(
+      (sum, { high, low }) => sum + Number(high) - Number(low),
+      0,
+    );
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+function adminClient(brokers: readonly string[]) {
+  return new Kafka({
+    clientId: uniqueName("sink-test-admin"),
+    brokers: [...brokers],
+    logLevel: logLevel.NOTHING,
+  }).admin();
+}
+
+/** A binary-mode record of an event with this id, and a value this long. */
+function recordOf(id: string, valueBytes = 16, key?: string): KafkaRecord {
+  return toKafkaRecord(
+    createCloudEvent({
+      id,
+      source: "/sink-test",
+      type: "t",
+      data: "x".repeat(valueBytes),
+      extensions: key === undefined ? {} : { partitionkey: key },
+    }),
+  );
+}
+
+function isRecordRejected(type: string) {
+  return (error: unknown): boolean => {
+    assert.ok(isDataExchangeError(error), String(error));
+    assert.equal(error.code, "record-rejected");
+    assert.equal(error.retriable, false);
+    assert.match(error.message, new RegExp(type));
+    return true;
+  };
+}
+
+Deno.test({
+  name:
+    "KafkaSink.send() rejects a record for an invalid topic name with record-rejected, without sending it, and delivers the records around it",
+  ignore,
+  async fn() {
+    const topic = uniqueName("sink-invalid-topic");
+    await createTopics(shared!.kafkaBrokers, [topic]);
+    await using sink = await KafkaSink.connect({
+      brokers: shared!.kafkaBrokers,
+      lingerMs: 50,
+    });
+
+    const sends = [
+      sink.send(topic, recordOf("before")),
+      sink.send("bad topic!", recordOf("space")),
+      sink.send("x".repeat(250), recordOf("too-long")),
+      sink.send("..", recordOf("dots")),
+      sink.send(topic, recordOf("after")),
+    ];
+    const outcomes = await Promise.allSettled(sends);
+
+    assert.deepEqual(outcomes.map((o) => o.status), [
+      "fulfilled",
+      "rejected",
+      "rejected",
+      "rejected",
+      "fulfilled",
+    ]);
+    for (const outcome of outcomes.slice(1, 4)) {
+      const error = (outcome as PromiseRejectedResult).reason;
+      isRecordRejected("not a valid Kafka topic name")(error);
+    }
+    assert.match(
+      (outcomes[1] as PromiseRejectedResult).reason.message,
+      /"bad topic!" is not a valid Kafka topic name/,
+    );
+    assert.equal(await storedCount(shared!.kafkaBrokers, topic), 2);
+    const records = await readTopics(shared!.kafkaBrokers, [topic], {
+      until: (read) => read.length >= 2,
+    });
+    assert.deepEqual(records.map((r) => header(r.message, "ce_id")), [
+      "before",
+      "after",
+    ]);
+  },
+});
+
+Deno.test({
+  name:
+    "KafkaSink rejects alone the record over the topic's max.message.bytes; the other records of its request are stored exactly once, in order",
+  ignore,
+  async fn() {
+    const topic = uniqueName("sink-too-large");
+    await createTopicWith(shared!.kafkaBrokers, topic, {
+      config: { "max.message.bytes": "10000" },
+    });
+    // One request: every record is queued before the linger time is over.
+    await using sink = await KafkaSink.connect({
+      brokers: shared!.kafkaBrokers,
+      lingerMs: 300,
+      batchSize: 100,
+    });
+    const ids = Array.from({ length: 11 }, (_, n) => `r-${n}`);
+    const big = "r-5";
+    const outcomes = await Promise.allSettled(
+      ids.map((id) => sink.send(topic, recordOf(id, id === big ? 20_000 : 16))),
+    );
+
+    const rejected = outcomes.flatMap((outcome, n) =>
+      outcome.status === "rejected" ? [[ids[n], outcome.reason]] : []
+    );
+    assert.equal(rejected.length, 1, String(rejected));
+    const [id, error] = rejected[0] as [string, DataExchangeError];
+    assert.equal(id, big);
+    isRecordRejected("MESSAGE_TOO_LARGE")(error);
+    assert.match(error.message, /max\.message\.bytes/);
+    assert.equal(
+      (error.cause as { type?: string }).type,
+      "MESSAGE_TOO_LARGE",
+      "the kafkajs error is the cause",
+    );
+
+    const stored = ids.filter((each) => each !== big);
+    assert.equal(
+      await storedCount(shared!.kafkaBrokers, topic),
+      stored.length,
+      "each stored exactly once",
+    );
+    const records = await readTopics(shared!.kafkaBrokers, [topic], {
+      until: (read) => read.length >= stored.length,
+    });
+    assert.deepEqual(records.map((r) => header(r.message, "ce_id")), stored);
+  },
+});
+
+Deno.test({
+  name:
+    "KafkaSink narrows a refused request down partition by partition: the records of the refused partition are stored once and in order, every other record at least once",
+  ignore,
+  async fn() {
+    const topic = uniqueName("sink-too-large-partitions");
+    await createTopicWith(shared!.kafkaBrokers, topic, {
+      partitions: 3,
+      config: { "max.message.bytes": "10000" },
+    });
+    await using sink = await KafkaSink.connect({
+      brokers: shared!.kafkaBrokers,
+      lingerMs: 300,
+      batchSize: 100,
+    });
+    // Keyed records: each key always lands in the same partition.
+    const ids = Array.from({ length: 24 }, (_, n) => `r-${n}`);
+    const big = "r-11";
+    const outcomes = await Promise.allSettled(
+      ids.map((id) =>
+        sink.send(topic, recordOf(id, id === big ? 20_000 : 16, `key-${id}`))
+      ),
+    );
+    assert.deepEqual(
+      ids.filter((_, n) => outcomes[n].status === "rejected"),
+      [big],
+    );
+
+    // A small record with the big one's key shows which partition refused it.
+    await sink.send(topic, recordOf("probe", 16, `key-${big}`));
+
+    const stored = ids.filter((each) => each !== big);
+    const records = await readTopics(shared!.kafkaBrokers, [topic], {
+      until: (read) =>
+        [...stored, "probe"].every((id) =>
+          read.some((r) => header(r.message, "ce_id") === id)
+        ),
+    });
+    const idsIn = (partition: number) =>
+      records.filter((r) => r.partition === partition)
+        .map((r) => header(r.message, "ce_id")!)
+        .filter((id) => id !== "probe");
+    const partitionOf = new Map(
+      records.map((r) => [header(r.message, "ce_id"), r.partition]),
+    );
+    const refused = partitionOf.get("probe");
+    for (let partition = 0; partition < 3; partition++) {
+      const sent = stored.filter((id) => partitionOf.get(id) === partition);
+      const inPartition = idsIn(partition);
+      assert.deepEqual(
+        [...new Set(inPartition)],
+        sent,
+        `partition ${partition}: every record, first copies in order`,
+      );
+      if (partition === refused) {
+        assert.deepEqual(inPartition, sent, "the refused partition: once each");
+      }
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "KafkaSink.send() withdraws a buffered record when its signal aborts: the send rejects with the reason and the record is never stored",
+  ignore,
+  async fn() {
+    const topic = uniqueName("sink-withdraw");
+    await createTopics(shared!.kafkaBrokers, [topic]);
+    await using sink = await KafkaSink.connect({
+      brokers: shared!.kafkaBrokers,
+      lingerMs: 500,
+    });
+    const stop = new AbortController();
+    const withdrawn = sink.send(topic, recordOf("withdrawn"), {
+      signal: stop.signal,
+    });
+    const reason = new Error("no longer wanted");
+    stop.abort(reason);
+    await assert.rejects(withdrawn, (error) => error === reason);
+    assert.equal(sink.pending, 0);
+    await assert.rejects(
+      sink.send(topic, recordOf("late"), { signal: stop.signal }),
+      (error) => error === reason,
+    );
+
+    await sink.send(topic, recordOf("kept"));
+    assert.equal(await storedCount(shared!.kafkaBrokers, topic), 1);
+    const records = await readTopics(shared!.kafkaBrokers, [topic], {
+      until: (read) => read.length >= 1,
+    });
+    assert.equal(header(records[0].message, "ce_id"), "kept");
+  },
+});
+
+Deno.test({
+  name:
+    "KafkaSink.writeAll() sends an async iterable of plain CloudEvents and resolves with the counts once Kafka has every record",
+  ignore,
+  async fn() {
+    const topic = uniqueName("sink-write-all");
+    await createTopics(shared!.kafkaBrokers, [topic]);
+    await using sink = await KafkaSink.connect({
+      brokers: shared!.kafkaBrokers,
+      batchSize: 7,
+    });
+    const ids = Array.from({ length: 50 }, (_, n) => `e-${n}`);
+    async function* events() {
+      for (const id of ids) {
+        yield createCloudEvent({ id, source: "/sink-test", type: "t" });
+      }
+    }
+
+    const result = await sink.writeAll(events(), { topic, mode: "structured" });
+
+    assert.deepEqual(result, {
+      written: 50,
+      failed: 0,
+      invalid: 0,
+      deadLettered: 0,
+    });
+    assert.equal(sink.pending, 0);
+    assert.equal(await storedCount(shared!.kafkaBrokers, topic), 50);
+    const records = await readTopics(shared!.kafkaBrokers, [topic], {
+      until: (read) => read.length >= 50,
+    });
+    const stored = records.map((r) => JSON.parse(r.message.value!.toString()));
+    assert.deepEqual(stored.map((event) => event.id), ids);
+  },
+});
+
+Deno.test({
+  name:
+    "KafkaSink.writeAll() acks each envelope only after Kafka acknowledged its record, routes events, and dead-letters invalid envelopes",
+  ignore,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const telemetry = uniqueName("sink-env-telemetry");
+    const alerts = uniqueName("sink-env-alerts"); // created later
+    const dead = uniqueName("sink-env-dead");
+    await createTopics(shared!.kafkaBrokers, [telemetry, dead]);
+    const router = createRouter({
+      routes: { alert: alerts },
+      defaultTopic: telemetry,
+      deadLetterTopic: dead,
+    });
+    await using sink = await KafkaSink.connect({
+      brokers: shared!.kafkaBrokers,
+      retryInitialDelayMs: 50,
+      retryMaxDelayMs: 200,
+      breakerHalfOpenAfterMs: 200,
+    });
+    // What Kafka acknowledged, by event id or MQTT topic of a dead letter.
+    const acknowledged = new Set<string>();
+    const send = sink.send.bind(sink);
+    sink.send = async (topic, record, options) => {
+      await send(topic, record, options);
+      const id = record.headers["ce_id"] ?? record.headers["dx-mqtt-topic"];
+      acknowledged.add(decoder.decode(id));
+    };
+    const settled = new Map<string, "ack after Kafka" | "early ack" | "nack">();
+    const envelope = (id: string, classification?: string): AnyEnvelope => ({
+      kind: "event",
+      event: createCloudEvent({ id, source: "/s", type: "t", classification }),
+      ack: () =>
+        settled.set(id, acknowledged.has(id) ? "ack after Kafka" : "early ack"),
+      nack: () => settled.set(id, "nack"),
+    });
+    const invalid = (
+      mqttTopic: string,
+    ): AnyEnvelope & { message: unknown } => ({
+      kind: "invalid",
+      error: new CloudEventError("malformed-json", "The payload is not JSON"),
+      message: { topic: mqttTopic, payload: new TextEncoder().encode("{") },
+      ack: () =>
+        settled.set(
+          mqttTopic,
+          acknowledged.has(mqttTopic) ? "ack after Kafka" : "early ack",
+        ),
+      nack: () => settled.set(mqttTopic, "nack"),
+    });
+    async function* envelopes(): AsyncGenerator<AnyEnvelope> {
+      yield envelope("t-1");
+      yield envelope("a-1", "alert");
+      yield invalid("sensors/7");
+      yield envelope("t-2");
+    }
+
+    const writing = sink.writeAll(envelopes(), { topic: router });
+    // The alerts topic does not exist yet: Kafka cannot acknowledge a-1.
+    await abortableDelay(1500);
+    assert.equal(settled.has("a-1"), false, "not settled before Kafka has it");
+    await createTopics(shared!.kafkaBrokers, [alerts]);
+    const result = await writing;
+
+    assert.deepEqual(result, {
+      written: 3,
+      failed: 0,
+      invalid: 1,
+      deadLettered: 1,
+    });
+    assert.deepEqual(Object.fromEntries(settled), {
+      "t-1": "ack after Kafka",
+      "a-1": "ack after Kafka",
+      "sensors/7": "ack after Kafka",
+      "t-2": "ack after Kafka",
+    });
+    const records = await readTopics(
+      shared!.kafkaBrokers,
+      [telemetry, alerts, dead],
+      { until: (read) => read.length >= 4 },
+    );
+    const where = (topic: string) =>
+      records.filter((r) => r.topic === topic).map((r) =>
+        header(r.message, "ce_id") ?? decoder.decode(r.message.value!)
+      );
+    assert.deepEqual(where(telemetry), ["t-1", "t-2"]);
+    assert.deepEqual(where(alerts), ["a-1"]);
+    assert.deepEqual(where(dead), ["{"]);
+    const letter = records.find((r) => r.topic === dead)!.message;
+    assert.equal(header(letter, "dx-error"), "malformed-json");
+    assert.equal(header(letter, "dx-mqtt-topic"), "sensors/7");
+  },
 });
