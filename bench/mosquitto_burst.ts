@@ -12,7 +12,11 @@
  *   burst is over (MQTT 5, `customHandleAcks`), so MQTT.js stops reading.
  *
  * Run: `deno run --allow-run --allow-net=127.0.0.1 --allow-env --allow-read
- * --allow-write bench/mosquitto_burst.ts [count]`
+ * --allow-write bench/mosquitto_burst.ts [count] [--write]` (count: default
+ * 20000). It prints a Markdown report on stdout: the command, the date, the
+ * Mosquitto version (as the broker itself reports it on `$SYS/broker/version`)
+ * and the table; progress goes to stderr. With `--write` the report also
+ * replaces `bench/results/mosquitto_burst.md`.
  *
  * @module
  */
@@ -39,24 +43,62 @@ interface BurstResult {
   catchUpMs: number;
 }
 
+const RESULTS_FILE = new URL("./results/mosquitto_burst.md", import.meta.url);
+
 async function main(args: string[]): Promise<void> {
-  const count = args[0] === undefined ? 20_000 : Number(args[0]);
+  const write = args.includes("--write");
+  const positional = args.filter((arg) => arg !== "--write");
+  const unknown = positional.find((arg) => arg.startsWith("-"));
+  if (unknown !== undefined || positional.length > 1) {
+    throw new TypeError(
+      `usage: bench/mosquitto_burst.ts [count] [--write]; got ${
+        args.join(" ")
+      }`,
+    );
+  }
+  const count = positional[0] === undefined ? 20_000 : Number(positional[0]);
   if (!Number.isInteger(count) || count < 1 || count > 1_000_000) {
     throw new RangeError(
-      `count must be an integer from 1 to 1000000, got ${args[0]}`,
+      `count must be an integer from 1 to 1000000, got ${positional[0]}`,
     );
   }
 
+  const date = new Date().toISOString().slice(0, 19) + "Z";
   const results: BurstResult[] = [];
+  let version = "unknown";
   for (const stockLimits of [true, false]) {
     await using broker = await startMosquitto({ stockLimits });
+    version = await brokerVersion(broker);
     const limits = stockLimits ? "Mosquitto stock" : "tools/brokers";
     for (const mode of ["offline", "stalled"] as const) {
       console.error(`burst: ${limits} limits, ${mode} subscriber...`);
       results.push({ limits, mode, ...await burst(broker, mode, count) });
     }
   }
-  printTable(results);
+  const report = formatReport(results, { count, date, version });
+  console.log(report);
+  if (write) {
+    await Deno.writeTextFile(RESULTS_FILE, report + "\n");
+    console.error(`burst: wrote ${RESULTS_FILE.pathname}`);
+  }
+}
+
+/** What the broker says it is, from its retained `$SYS/broker/version`. */
+async function brokerVersion(broker: MosquittoBroker): Promise<string> {
+  const client = await mqtt.connectAsync(broker.url, { reconnectPeriod: 0 });
+  try {
+    const version = new Promise<string>((resolve) => {
+      const timer = setTimeout(() => resolve("unknown"), 2_000);
+      client.once("message", (_topic, payload) => {
+        clearTimeout(timer);
+        resolve(new TextDecoder().decode(payload));
+      });
+    });
+    await client.subscribeAsync("$SYS/broker/version", { qos: 0 });
+    return await version;
+  } finally {
+    await client.endAsync();
+  }
 }
 
 async function burst(
@@ -154,7 +196,34 @@ async function burst(
   };
 }
 
-function printTable(results: BurstResult[]): void {
+interface ReportContext {
+  count: number;
+  date: string;
+  version: string;
+}
+
+function formatReport(
+  results: BurstResult[],
+  { count, date, version }: ReportContext,
+): string {
+  return [
+    "# Mosquitto under a burst: stock limits vs tools/brokers",
+    "",
+    `- Command: \`deno run --allow-run --allow-net=127.0.0.1 --allow-env --allow-read --allow-write bench/mosquitto_burst.ts ${count}\``,
+    `- Date: ${date}`,
+    `- Broker: ${version}; Deno ${Deno.version.deno}, ${Deno.build.os} ${Deno.build.arch}`,
+    "",
+    formatTable(results),
+    "",
+    `${PAYLOAD_BYTES}-byte QoS 1 messages, all PUBACKed by the broker to the publisher; catch-up ends after ${QUIET_MS} ms without a message.`,
+    "A stock Mosquitto queues at most 1000 messages per client",
+    "(`max_queued_messages`, plus 20 in flight: `max_inflight_messages`) and drops",
+    "the rest without telling anyone; tools/brokers raises the queue to 1,000,000",
+    "messages and 1 GiB (`max_queued_bytes`).",
+  ].join("\n");
+}
+
+function formatTable(results: BurstResult[]): string {
   const header = [
     "limits",
     "subscriber",
@@ -182,12 +251,11 @@ function printTable(results: BurstResult[]): void {
   );
   const line = (cells: string[]) =>
     `| ${cells.map((c, i) => c.padEnd(widths[i])).join(" | ")} |`;
-  console.log(line(header));
-  console.log(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
-  for (const row of rows) console.log(line(row));
-  console.log(
-    `\n${PAYLOAD_BYTES}-byte QoS 1 messages; catch-up ends after ${QUIET_MS} ms without a message.`,
-  );
+  return [
+    line(header),
+    `|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`,
+    ...rows.map(line),
+  ].join("\n");
 }
 
 if (import.meta.main) {

@@ -13,6 +13,13 @@
  * instead. A broker that is installed but fails to start always throws: that
  * is a bug to see, not a reason to skip.
  *
+ * The line is printed once per run, not once per test file: by
+ * tools/run_tests.ts when it could not start the brokers, else by the first
+ * test file that finds them missing. Either sets env
+ * {@linkcode BROKERS_UNAVAILABLE_ENV} to the reason, which tells every later
+ * test file of the run (they share the process's environment) to skip
+ * quietly, without trying to start the brokers again.
+ *
  * @example A test file
  * ```ts ignore
  * import { testBrokers } from "./_brokers.ts";
@@ -51,10 +58,41 @@ export interface TestBrokers {
   readonly started?: Brokers;
 }
 
+/**
+ * The env variable that holds, once reported, why the brokers cannot run
+ * here; set by {@linkcode reportBrokersUnavailable}.
+ */
+export const BROKERS_UNAVAILABLE_ENV = "DX_TEST_BROKERS_UNAVAILABLE";
+
 let shared: Promise<TestBrokers | undefined> | undefined;
 const toStopOnUnload = new Set<Brokers>();
 let unloadRegistered = false;
-let skipReported = false;
+
+/**
+ * Prints the one line of a run that says the broker tests skip and why
+ * (what is missing and how to install it), unless it was printed already in
+ * this run, and records the reason in env {@linkcode BROKERS_UNAVAILABLE_ENV}
+ * for the test files that follow.
+ *
+ * @param reason The message of the `BrokerUnavailableError`; only its first
+ *   line is printed.
+ *
+ * @example
+ * ```ts ignore
+ * import { reportBrokersUnavailable } from "./_brokers.ts";
+ *
+ * reportBrokersUnavailable("Java (`java`) is not installed; ...");
+ * // [test] broker tests skipped: Java (`java`) is not installed; ...
+ * ```
+ */
+export function reportBrokersUnavailable(reason: string): void {
+  if (Deno.env.get(BROKERS_UNAVAILABLE_ENV)) return;
+  const line = reason.split("\n")[0];
+  console.error(
+    `[test] broker tests skipped: ${line} (DX_REQUIRE_BROKERS=1 makes this a failure)`,
+  );
+  Deno.env.set(BROKERS_UNAVAILABLE_ENV, line);
+}
 
 /**
  * The brokers for this test process: from `DX_TEST_MQTT_URL` and
@@ -62,7 +100,7 @@ let skipReported = false;
  * and stopped when the process exits.
  *
  * @returns The brokers, or `undefined` when they cannot run here (the reason
- * is printed once on stderr).
+ * is printed once per run on stderr).
  * @throws {Error} When only one of the two `DX_TEST_*` variables is set.
  * @throws {BrokerUnavailableError} When a tool is missing and env
  * `DX_REQUIRE_BROKERS` is `1`.
@@ -94,8 +132,8 @@ export function testBrokers(): Promise<TestBrokers | undefined> {
  * ```
  */
 export async function isolatedTestBrokers(): Promise<Brokers | undefined> {
-  const reason = Deno.env.get("DX_TEST_BROKERS_UNAVAILABLE");
-  if (reason) return skip(reason);
+  // Reported already in this run: skip quietly.
+  if (Deno.env.get(BROKERS_UNAVAILABLE_ENV)) return undefined;
   try {
     const brokers = await startBrokers();
     stopOnUnload(brokers);
@@ -103,7 +141,8 @@ export async function isolatedTestBrokers(): Promise<Brokers | undefined> {
   } catch (error) {
     if (!isBrokerUnavailableError(error)) throw error;
     if (Deno.env.get("DX_REQUIRE_BROKERS") === "1") throw error;
-    return skip(error.message);
+    reportBrokersUnavailable(error.message);
+    return undefined;
   }
 }
 
@@ -132,15 +171,6 @@ async function resolveShared(): Promise<TestBrokers | undefined> {
     kafkaBrokers: started.kafkaBrokers,
     started,
   };
-}
-
-function skip(reason: string): undefined {
-  if (!skipReported) {
-    skipReported = true;
-    const line = reason.split("\n")[0];
-    console.error(`[tests] broker tests skipped: ${line}`);
-  }
-  return undefined;
 }
 
 function stopOnUnload(brokers: Brokers): void {

@@ -5,8 +5,9 @@
  *
  * The brokers reach the tests as env `DX_TEST_MQTT_URL` and
  * `DX_TEST_KAFKA_BROKERS` (see tests/_brokers.ts). When both are already set,
- * no broker is started. When a tool is missing, the reason is printed on one
- * line and the tests still run (those needing brokers skip), unless env
+ * no broker is started. When a tool is missing, the reason (what is missing
+ * and how to install it) is printed on one line, the only one of the run,
+ * and the tests still run (those needing brokers skip quietly), unless env
  * `DX_REQUIRE_BROKERS=1`, which makes that exit code 1. Arguments are passed
  * to `deno test`, such as a file filter: `deno task test tests/brokers_test.ts`.
  *
@@ -19,6 +20,7 @@ import {
   isBrokerUnavailableError,
   startBrokers,
 } from "./brokers/mod.ts";
+import { reportBrokersUnavailable } from "../tests/_brokers.ts";
 
 const SIGNALS = ["SIGINT", "SIGTERM"] as const;
 const SIGNAL_EXIT_CODES = { SIGINT: 130, SIGTERM: 143 } as const;
@@ -79,13 +81,16 @@ async function main(args: string[]): Promise<number> {
       } catch (error) {
         if (received) return SIGNAL_EXIT_CODES[received];
         if (!isBrokerUnavailableError(error)) throw error;
-        const line = error.message.split("\n")[0];
         if (Deno.env.get("DX_REQUIRE_BROKERS") === "1") {
-          console.error(`[test] brokers required but unavailable: ${line}`);
+          const line = error.message.split("\n")[0];
+          console.error(
+            `[test] brokers required (DX_REQUIRE_BROKERS=1) but unavailable: ${line}`,
+          );
           return 1;
         }
-        console.error(`[test] broker tests will skip: ${line}`);
-        env.DX_TEST_BROKERS_UNAVAILABLE = line;
+        // Prints the line and sets the env that `deno test` inherits, so
+        // that the test files skip without printing it again.
+        reportBrokersUnavailable(error.message);
       }
     }
 

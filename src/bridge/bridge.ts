@@ -372,6 +372,7 @@ async function kafkaToMqtt(
           mode: route.mode,
           topic: topicTemplate(route.mqttTopic),
           reconnectPeriodMs: config.mqtt.reconnectPeriodMs,
+          reconnectMaxDelayMs: config.mqtt.reconnectMaxDelayMs,
           signal: connecting.signal,
         }),
       {

@@ -110,12 +110,12 @@ const mqttSchema = z.strictObject({
     description: "MQTT 5 session expiry, in seconds.",
     examples: [86400],
   }),
-  reconnectPeriodMs: z.int().min(100).default(1000).meta({
+  reconnectPeriodMs: z.int().min(100).max(86_400_000).default(1000).meta({
     description:
       "Bound of the first reconnection wait, in ms, in both directions; it doubles per failed attempt, with full jitter.",
     examples: [500],
   }),
-  reconnectMaxDelayMs: z.int().min(100).default(30000).meta({
+  reconnectMaxDelayMs: z.int().min(100).max(86_400_000).default(30000).meta({
     description: "Largest reconnection wait, in ms.",
     examples: [60000],
   }),

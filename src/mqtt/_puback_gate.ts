@@ -22,9 +22,16 @@
  *   gate stops calling MQTT.js's callback, so MQTT.js stops reading the socket
  *   and TCP flow control pushes back on the broker; nothing is buffered
  *   beyond the caps.
- * - If MQTT.js ever stops sending the PUBACK from inside the callback, the
- *   gate cannot hold it and reports a fatal error instead of silently
- *   acknowledging on receipt (see `_puback_gate_test.ts`).
+ * - The gate relies on two behaviours of MQTT.js 5, checked at run time:
+ *   (a) the PUBACK is written from inside the `handleMessage` callback, and
+ *   (b) on one connection, `handleMessage` is not called again before the
+ *   previous callback ran. If MQTT.js breaks (a), the gate could not hold the
+ *   PUBACK; if it breaks (b), a message waiting for room would be overwritten
+ *   and the gate would stall. Either way the gate drops the connection at
+ *   once (so MQTT.js neither acknowledges nor stalls a disconnect) and reports
+ *   a fatal error naming the MQTT.js version; what was not acknowledged stays
+ *   with the broker for the next session (`_puback_gate_test.ts` asserts
+ *   both behaviours on a real broker).
  *
  * @module
  */
@@ -79,6 +86,7 @@ interface HookableClient {
   ): void;
   _sendPacket: SendPacket;
   connected: boolean;
+  end(force: boolean): unknown;
   on(
     event: "packetreceive",
     listener: (packet: { cmd: string }) => void,
@@ -145,7 +153,9 @@ export class PubackGate {
     if (typeof send !== "function") {
       throw new DataExchangeError(
         "mqtt-client-unsupported",
-        "This MQTT.js version has no _sendPacket method; the PUBACK gate cannot hold acknowledgements. Use mqtt@5.",
+        `MQTT.js ${
+          mqttVersion(client)
+        } has no _sendPacket method; the PUBACK gate cannot hold acknowledgements. Use mqtt@5 (5.16.0 is tested).`,
       );
     }
     this.#send = send.bind(client);
@@ -241,6 +251,14 @@ export class PubackGate {
 
   #receive(packet: IPublishPacket, callback: () => void): void {
     if (this.#failed) return; // Never acknowledge once the gate cannot hold.
+    if (this.#waiting !== undefined) {
+      // A new CONNACK clears the waiting message, so this one arrived on the
+      // same connection while MQTT.js still waits for the earlier callback.
+      this.#fail(
+        `called handleMessage for message ${packet.messageId} while the callback of message ${this.#waiting.packet.messageId} had not run yet, so a held message would be overwritten and the stream would stall`,
+      );
+      return;
+    }
     if (this.#refusing) {
       if (packet.qos === 1) this.#refuse(callback);
       else callback();
@@ -278,12 +296,8 @@ export class PubackGate {
     callback();
     this.#capturing = undefined;
     if (slot.puback === undefined) {
-      this.#failed = true;
-      this.#options.onFatal(
-        new DataExchangeError(
-          "mqtt-client-unsupported",
-          "MQTT.js did not send the PUBACK from inside the handleMessage callback, so it cannot be held until delivery; refusing to continue. Pin mqtt to a 5.x version known to work.",
-        ),
+      this.#fail(
+        `did not send the PUBACK of message ${packet.messageId} from inside the handleMessage callback, so it cannot be held until delivery`,
       );
       return;
     }
@@ -294,6 +308,27 @@ export class PubackGate {
       ack: () => this.#settle(slot, ACKED),
       nack: () => this.#settle(slot, NACKED),
     });
+  }
+
+  /**
+   * Stops the gate for good: it takes no further message and drops the
+   * connection without a DISCONNECT (a graceful one could wait for ever on a
+   * socket MQTT.js no longer reads), so nothing more is acknowledged and the
+   * broker keeps the rest for the next session. Then reports `what` MQTT.js
+   * did to `onFatal`.
+   */
+  #fail(what: string): void {
+    this.#failed = true;
+    this.#waiting = undefined;
+    this.#client.end(true);
+    this.#options.onFatal(
+      new DataExchangeError(
+        "mqtt-client-unsupported",
+        `MQTT.js ${
+          mqttVersion(this.#client)
+        } ${what}; the PUBACK gate relies on MQTT.js 5.x behaviour that this version changed, and stops rather than lose or stall messages. Pin mqtt to a 5.x version known to work (5.16.0 is tested), or adapt src/mqtt/_puback_gate.ts to the new behaviour.`,
+      ),
+    );
   }
 
   #settle(slot: Slot, state: typeof ACKED | typeof NACKED): void {
@@ -341,3 +376,15 @@ export class PubackGate {
 }
 
 const NO_TICKET: AckTicket = { ack() {}, nack() {} };
+
+/**
+ * The version of the MQTT.js that made `client`, for error messages.
+ *
+ * @param client An MQTT.js client.
+ * @returns Its class's `VERSION` (MQTT.js 5), or `"(version unknown)"`.
+ */
+export function mqttVersion(client: unknown): string {
+  const version = (client as { constructor?: { VERSION?: unknown } })
+    ?.constructor?.VERSION;
+  return typeof version === "string" ? version : "(version unknown)";
+}

@@ -3,7 +3,7 @@ import mqtt from "mqtt";
 import type { IPublishPacket, MqttClient } from "mqtt";
 import { testBrokers } from "../../tests/_brokers.ts";
 import { leftInSession } from "../../tests/_mqtt.ts";
-import { type AckTicket, PubackGate } from "./_puback_gate.ts";
+import { type AckTicket, mqttVersion, PubackGate } from "./_puback_gate.ts";
 
 const brokers = await testBrokers();
 const ignore = brokers === undefined;
@@ -49,22 +49,45 @@ async function gatedSubscriber(
     onBlocked() {},
     onFatal(error) {
       fatal.push(error);
+      onChange();
     },
   });
   // Waits for a condition, checked on each message and every few
   // milliseconds (some states, such as a packet waiting for room, change
-  // without a message being handed out).
+  // without a message being handed out). A fatal error of the gate ends the
+  // wait at once, with that error in the message.
   const until = (condition: () => boolean, what: string) =>
     new Promise<void>((resolve, reject) => {
-      const deadline = setTimeout(() => {
-        clearInterval(poll);
-        reject(new Error(`timed out waiting for ${what}`));
-      }, 10000);
-      const check = () => {
-        if (!condition()) return;
+      const stop = () => {
         clearTimeout(deadline);
         clearInterval(poll);
         onChange = () => {};
+      };
+      const deadline = setTimeout(() => {
+        stop();
+        reject(
+          new Error(
+            `timed out after 10 s waiting for ${what}; the gate reported ${
+              fatal.length === 0
+                ? "no fatal error"
+                : fatal.map((error) => error.message).join("; ")
+            }`,
+          ),
+        );
+      }, 10000);
+      const check = () => {
+        if (fatal.length > 0) {
+          stop();
+          reject(
+            new Error(
+              `the gate failed while waiting for ${what}: ${fatal[0].message}`,
+              { cause: fatal[0] },
+            ),
+          );
+          return;
+        }
+        if (!condition()) return;
+        stop();
         resolve();
       };
       const poll = setInterval(check, 5);
@@ -256,8 +279,12 @@ Deno.test({
 // receipt.
 Deno.test("PubackGate fails loudly when MQTT.js sends no PUBACK from the callback", () => {
   const listeners: Record<string, () => void> = {};
+  let ended: boolean | undefined;
   const fake = {
     connected: true,
+    end(force: boolean) {
+      ended = force;
+    },
     _sendPacket() {},
     handleMessage(_packet: IPublishPacket, callback: () => void) {
       callback();
@@ -280,7 +307,262 @@ Deno.test("PubackGate fails loudly when MQTT.js sends no PUBACK from the callbac
   assert.equal(fatal.length, 1);
   assert.equal((fatal[0] as { code?: string }).code, "mqtt-client-unsupported");
   assert.deepEqual(received, [], "the message is not handed out");
+  assert.equal(ended, true, "the connection is dropped at once");
 });
+
+/**
+ * Stands in for an MQTT.js client of a given version whose `handleMessage`
+ * the gate replaces; `deliver()` plays MQTT.js's part for a QoS 1 PUBLISH:
+ * hand it over, and write its PUBACK from inside the callback.
+ */
+class FakeMqttClient {
+  static VERSION = "9.9.9";
+  connected = true;
+  ended: boolean | undefined;
+  readonly written: { cmd: string; messageId?: number }[] = [];
+  end(force: boolean): void {
+    this.ended = force;
+    this.connected = false;
+  }
+  _sendPacket(packet: { cmd: string; messageId?: number }): void {
+    this.written.push(packet);
+  }
+  handleMessage(_packet: IPublishPacket, callback: () => void): void {
+    callback();
+  }
+  on(): void {}
+
+  /** Returns whether the callback ran. */
+  deliver(messageId: number): { ran: boolean } {
+    const result = { ran: false };
+    const packet = { cmd: "publish", qos: 1, messageId, topic: "t" };
+    this.handleMessage(packet as IPublishPacket, () => {
+      result.ran = true;
+      this._sendPacket({ cmd: "puback", messageId });
+    });
+    return result;
+  }
+}
+
+// The other MQTT.js behaviour the gate relies on: on one connection,
+// handleMessage is not called again before the previous callback ran. If it
+// were, the message waiting for room would be overwritten and never
+// acknowledged nor handed out: the stream would stall without a word.
+Deno.test("PubackGate fails loudly when MQTT.js calls handleMessage again before the previous callback ran", () => {
+  const fake = new FakeMqttClient();
+  const fatal: Error[] = [];
+  const received: IPublishPacket[] = [];
+  const gate = new PubackGate(fake as unknown as MqttClient, {
+    capacity: 1,
+    onMessage: (packet) => received.push(packet),
+    onBlocked() {},
+    onFatal: (error) => fatal.push(error),
+  });
+  assert.equal(fake.deliver(1).ran, true);
+  const waiting = fake.deliver(2);
+  assert.equal(waiting.ran, false, "no room: message 2 waits");
+  assert.equal(gate.waiting, true);
+
+  const overtaking = fake.deliver(3);
+  assert.equal(fatal.length, 1);
+  assert.equal((fatal[0] as { code?: string }).code, "mqtt-client-unsupported");
+  assert.match(
+    fatal[0].message,
+    /^MQTT\.js 9\.9\.9 called handleMessage for message 3 while the callback of message 2 had not run yet/,
+  );
+  assert.match(fatal[0].message, /Pin mqtt to a 5\.x version known to work/);
+  assert.equal(overtaking.ran, false, "message 3 is not acknowledged");
+  assert.equal(waiting.ran, false, "message 2 is not acknowledged");
+  assert.deepEqual(received.map((packet) => packet.messageId), [1]);
+  assert.equal(gate.waiting, false);
+  assert.equal(fake.ended, true, "the connection is dropped at once");
+
+  // Nothing is taken after the failure.
+  assert.deepEqual(fake.written, [], "message 1's PUBACK is still held");
+  assert.equal(fake.deliver(4).ran, false);
+  assert.equal(fatal.length, 1, "reported once");
+});
+
+Deno.test({
+  name:
+    "MQTT.js behaves as PubackGate relies on: the PUBACK is written inside the handleMessage callback, and handleMessage waits for that callback",
+  ignore,
+  async fn() {
+    // The real client, without the gate: these are the two behaviours the
+    // gate is built on (see _puback_gate.ts). An MQTT.js upgrade that changes
+    // either must fail here, with what changed, not stall a test elsewhere.
+    const topic = uniqueName("gate/mqttjs");
+    const client = mqtt.connect(brokers!.mqttUrl, {
+      clientId: uniqueName("gate-mqttjs"),
+      protocolVersion: 5,
+      reconnectPeriod: 0,
+      manualConnect: true,
+    });
+    const version = mqttVersion(client);
+    const changed = (what: string) =>
+      `MQTT.js behaviour changed: ${what} (MQTT.js ${version}); the PUBACK gate in src/mqtt/_puback_gate.ts relies on it`;
+    const hooked = client as unknown as {
+      handleMessage(packet: IPublishPacket, callback: () => void): void;
+      _sendPacket(packet: { cmd: string; messageId?: number }): void;
+      stream: {
+        on(event: "data", listener: (chunk: Uint8Array) => void): unknown;
+      };
+    };
+    const send = hooked._sendPacket.bind(client) as (
+      ...args: unknown[]
+    ) => void;
+    assert.equal(typeof send, "function", changed("_sendPacket is gone"));
+    let inCallback: number | undefined;
+    const pubacksInCallback: number[] = [];
+    hooked._sendPacket = (...args: unknown[]) => {
+      const packet = args[0] as { cmd: string; messageId?: number };
+      if (packet.cmd === "puback" && packet.messageId === inCallback) {
+        pubacksInCallback.push(packet.messageId!);
+      }
+      send(...args);
+    };
+    const calls: { packet: IPublishPacket; callback: () => void }[] = [];
+    hooked.handleMessage = (packet, callback) => {
+      calls.push({ packet, callback });
+    };
+
+    try {
+      client.connect();
+      await new Promise<void>((resolve, reject) => {
+        client.once("connect", () => resolve());
+        client.once("error", reject);
+      });
+      let bytes = "";
+      hooked.stream.on("data", (chunk) => {
+        bytes += new TextDecoder("latin1").decode(chunk);
+      });
+      await client.subscribeAsync(topic, { qos: 1 });
+      const count = 5;
+      await publishPayloads(
+        topic,
+        Array.from({ length: count }, (_, i) => `mqttjs-check-${i}`),
+      );
+
+      // Every PUBLISH reached the client's socket while the first callback
+      // is held; then a few turns of the event loop for MQTT.js to act.
+      await waitFor(
+        () => bytes.includes(`mqttjs-check-${count - 1}`) || calls.length > 1,
+        "the last PUBLISH on the socket",
+      );
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.equal(
+        calls.length,
+        1,
+        changed(
+          `handleMessage was called ${calls.length} times while the callback of the first message had not run`,
+        ),
+      );
+
+      // Each callback writes its PUBACK before it returns, and only then
+      // does the next message come.
+      for (let i = 0; i < count; i++) {
+        await waitFor(
+          () => calls.length > i,
+          `message ${i} after the callback of message ${i - 1} ran`,
+        );
+        assert.equal(
+          calls.length,
+          i + 1,
+          changed(
+            `handleMessage was called again before the callback of message ${i} ran`,
+          ),
+        );
+        const { packet, callback } = calls[i];
+        assert.equal(String(packet.payload), `mqttjs-check-${i}`);
+        inCallback = packet.messageId;
+        callback();
+        inCallback = undefined;
+        assert.deepEqual(
+          pubacksInCallback.slice(-1),
+          [packet.messageId],
+          changed(
+            `the PUBACK of message ${packet.messageId} was not written from inside the handleMessage callback`,
+          ),
+        );
+      }
+    } finally {
+      await client.endAsync(true);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "PubackGate, when MQTT.js breaks its rules, drops the connection at once and the broker keeps what was not acknowledged",
+  ignore,
+  async fn() {
+    const topic = uniqueName("gate/broken");
+    const clientId = uniqueName("gate");
+    const sub = await gatedSubscriber(clientId, topic, 2, 4);
+    await publish(topic, 5);
+    await sub.until(() => sub.gate.waiting, "a message waiting for room");
+    assert.equal(sub.received.length, 2);
+    const closed = new Promise<void>((resolve) =>
+      sub.client.once("close", () => resolve())
+    );
+
+    // What a changed MQTT.js would do: hand over the next message while the
+    // callback of the waiting one has not run.
+    const client = sub.client as unknown as {
+      handleMessage(packet: IPublishPacket, callback: () => void): void;
+    };
+    client.handleMessage(
+      { cmd: "publish", qos: 1, messageId: 999, topic } as IPublishPacket,
+      () => assert.fail("the overtaking message must not be acknowledged"),
+    );
+    assert.equal(sub.fatal.length, 1);
+    assert.match(
+      sub.fatal[0].message,
+      /MQTT\.js 5\.\d+\.\d+ called handleMessage/,
+    );
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const outcome = await Promise.race([
+      closed.then(() => "closed"),
+      new Promise((resolve) => timer = setTimeout(resolve, 5000, "open")),
+    ]);
+    clearTimeout(timer);
+    assert.equal(outcome, "closed", "the gate drops the connection at once");
+    assert.equal(sub.client.connected, false);
+    // Acknowledging what was handed out no longer sends anything.
+    for (const r of sub.received) r.ticket.ack();
+    assert.equal(sub.gate.released, 0);
+    await sub.client.endAsync(true);
+    assert.deepEqual(
+      await leftInSession(brokers!.mqttUrl, clientId, topic),
+      ["0", "1", "2", "3", "4"],
+    );
+  },
+});
+
+/** Publishes each payload at QoS 1 and resolves once all are PUBACKed. */
+async function publishPayloads(topic: string, payloads: string[]) {
+  const publisher = await mqtt.connectAsync(brokers!.mqttUrl, {
+    clientId: uniqueName("pub"),
+  });
+  try {
+    for (const payload of payloads) {
+      await publisher.publishAsync(topic, payload, { qos: 1 });
+    }
+  } finally {
+    await publisher.endAsync();
+  }
+}
+
+/** Polls `condition` every 5 ms; rejects after 5 s, naming `what`. */
+async function waitFor(condition: () => boolean, what: string) {
+  const deadline = Date.now() + 5000;
+  while (!condition()) {
+    if (Date.now() > deadline) {
+      throw new Error(`MQTT.js behaviour changed: no ${what} within 5 s`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
 
 Deno.test({
   name:

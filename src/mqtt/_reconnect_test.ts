@@ -21,10 +21,14 @@ class FakeClient extends EventEmitter {
   connected = false;
   disconnecting = false;
   brokerUp = false;
+  incomingStore = { name: "incoming" };
+  outgoingStore = { name: "outgoing" };
   readonly attempts: number[] = [];
+  readonly reconnectOptions: unknown[] = [];
 
-  reconnect(): this {
+  reconnect(options?: unknown): this {
     this.attempts.push(Date.now());
+    this.reconnectOptions.push(options);
     this.emit("reconnect");
     setTimeout(() => {
       if (this.brokerUp) {
@@ -170,6 +174,64 @@ Deno.test("keepConnected() disposed ends the pending wait and clears its timer",
   }
 });
 
+Deno.test("keepConnected() reconnects with the client's own stores, so unacknowledged publishes are sent again", async () => {
+  // Regression: a bare reconnect() makes MQTT.js replace its stores with
+  // empty ones, so the publishes held for resending were never sent again
+  // and their writes waited for ever.
+  const clock = fakeClock();
+  try {
+    const client = new FakeClient();
+    const events: ReconnectAttempt[] = [];
+    using _ = start(client, events);
+    const { incomingStore, outgoingStore } = client;
+    client.drop();
+    await clock.tickAsync(1_000);
+    assert.ok(client.reconnectOptions.length >= 1);
+    for (const options of client.reconnectOptions) {
+      assert.deepEqual(options, { incomingStore, outgoingStore });
+      const stores = options as Record<string, unknown>;
+      assert.equal(stores.outgoingStore, outgoingStore, "the same store");
+    }
+  } finally {
+    clock.uninstall();
+  }
+});
+
+Deno.test("keepConnected() waits the delay it announces before each attempt, and the bound grows", async () => {
+  const clock = fakeClock();
+  try {
+    const client = new FakeClient();
+    const announced: { at: number; delayMs: number }[] = [];
+    using _ = keepConnected(client as unknown as ReconnectableClient, {
+      initialDelayMs: 100,
+      maxDelayMs: 5_000,
+      onAttempt: ({ delayMs }) => announced.push({ at: Date.now(), delayMs }),
+    });
+    client.drop();
+    await clock.tickAsync(30_000);
+    assert.ok(announced.length >= 6, `${announced.length} attempts`);
+    // Each attempt is made exactly the announced delay after its
+    // announcement (the fake client fails it a tick later).
+    client.attempts.forEach((at, i) => {
+      const waited = at - announced[i].at;
+      assert.ok(
+        Math.abs(waited - announced[i].delayMs) < 1,
+        `attempt ${i + 1}: announced ${
+          announced[i].delayMs
+        } ms, waited ${waited}`,
+      );
+    });
+    // The bound grows: a fixed period of 100 ms would keep every delay
+    // below 100; with doubling, some later delay is above it.
+    assert.ok(
+      announced.slice(3).some(({ delayMs }) => delayMs >= 100),
+      `delays ${announced.map(({ delayMs }) => Math.round(delayMs))}`,
+    );
+  } finally {
+    clock.uninstall();
+  }
+});
+
 Deno.test("keepConnected() rejects delays that are not positive integers", () => {
   const client = new FakeClient() as unknown as ReconnectableClient;
   assert.throws(
@@ -179,5 +241,13 @@ Deno.test("keepConnected() rejects delays that are not positive integers", () =>
   assert.throws(
     () => keepConnected(client, { initialDelayMs: 100, maxDelayMs: 10 }),
     { name: "RangeError", message: /must not exceed maxDelayMs/ },
+  );
+  assert.throws(
+    () =>
+      keepConnected(client, {
+        initialDelayMs: 100,
+        maxDelayMs: 25 * 60 * 60 * 1000,
+      }),
+    { name: "RangeError", message: /maxDelayMs must be at most 86400000/ },
   );
 });

@@ -21,6 +21,12 @@ import type { EventSink } from "../sinks/sink.ts";
 import { sinkClosedError } from "../sinks/_errors.ts";
 import { SendWindow } from "../sinks/_send_window.ts";
 import { type MqttConnectionState, redactUrl } from "./stream.ts";
+import { describeConnectError, loginName } from "./_connect_error.ts";
+import {
+  keepConnected,
+  NEVER_RECONNECT_PERIOD_MS,
+  type ReconnectAttempt,
+} from "./_reconnect.ts";
 
 const logger = getLogger(["dataexchange", "mqtt", "sink"]);
 
@@ -91,8 +97,18 @@ export interface MqttSinkOptions {
    * Default 1000.
    */
   maxPending?: number;
-  /** Wait between connection attempts, in milliseconds. Default 1000. */
+  /**
+   * Upper bound of the first wait before reconnecting, in milliseconds. Each
+   * failed attempt doubles the bound, up to `reconnectMaxDelayMs`; each wait
+   * is drawn at random below its bound (full jitter). Default 1000.
+   */
   reconnectPeriodMs?: number;
+  /**
+   * Upper bound of any wait before reconnecting, in milliseconds, at most
+   * 86400000 (24 hours). Default 30000, or `reconnectPeriodMs` when that is
+   * larger.
+   */
+  reconnectMaxDelayMs?: number;
   /**
    * How long `close()` waits for outstanding publishes to be acknowledged,
    * in milliseconds. Default 10000.
@@ -129,6 +145,7 @@ interface Settings {
   readonly qos: 0 | 1;
   readonly maxPending: number;
   readonly reconnectPeriodMs: number;
+  readonly reconnectMaxDelayMs: number;
   readonly closeTimeoutMs: number;
 }
 
@@ -153,6 +170,11 @@ interface Outgoing {
  * rejected with `message-too-large` instead of being sent). After a
  * reconnection MQTT.js resends every unacknowledged publish at once, which
  * may briefly exceed a Receive Maximum that shrank in between.
+ *
+ * Reconnecting: a lost connection, or a failed attempt (also before the
+ * first connection), is followed by a wait with exponential backoff and full
+ * jitter (`reconnectPeriodMs` doubling up to `reconnectMaxDelayMs`), each
+ * attempt logged at warning with its number and delay.
  *
  * `close()` refuses new writes, waits up to `closeTimeoutMs` for the
  * outstanding (and waiting) ones to be acknowledged, rejects whatever is left
@@ -190,6 +212,7 @@ export class MqttSink implements EventSink, AsyncDisposable {
   #ready = false;
   #closing: Promise<void> | undefined;
   #failure: DataExchangeError | undefined;
+  #reconnecting: Disposable | undefined;
   #published = 0;
   #maxPacketBytes = MAX_PACKET_BYTES;
   #onAbort = () => {
@@ -210,12 +233,23 @@ export class MqttSink implements EventSink, AsyncDisposable {
       (item) => this.#publish(item),
     );
     this.#watch(options.clientOptions?.reconnectOnConnackError ?? false);
+    this.#reconnecting = keepConnected(client, {
+      initialDelayMs: settings.reconnectPeriodMs,
+      maxDelayMs: settings.reconnectMaxDelayMs,
+      onAttempt: (attempt) =>
+        logReconnect(
+          settings,
+          attempt,
+          loginName(settings.url, options.clientOptions?.username),
+          this.#window.active,
+        ),
+    });
   }
 
   /**
    * Connects to the broker and returns a sink. An unreachable broker is
-   * tried again every `reconnectPeriodMs` until it answers or
-   * `options.signal` aborts.
+   * tried again, with the backoff described on {@linkcode MqttSink}, until it
+   * answers or `options.signal` aborts.
    *
    * @param options Broker, topic, content mode and flow-control settings.
    * @returns A connected sink.
@@ -223,8 +257,9 @@ export class MqttSink implements EventSink, AsyncDisposable {
    *   a topic name nor a function, `mode` is unknown, or binary mode is asked
    *   for on MQTT 3.1.1.
    * @throws {RangeError} When `protocolVersion`, `qos`, `maxPending`,
-   *   `reconnectPeriodMs` or `closeTimeoutMs` is out of range, or the fixed
-   *   topic has a wildcard.
+   *   `reconnectPeriodMs`, `reconnectMaxDelayMs` or `closeTimeoutMs` is out
+   *   of range, `reconnectPeriodMs` exceeds `reconnectMaxDelayMs`, or the
+   *   fixed topic has a wildcard.
    * @throws {DataExchangeError} `connect-refused` when the broker refuses
    *   the connection (bad credentials, not authorized).
    * @throws The abort reason when `options.signal` aborts first.
@@ -237,7 +272,11 @@ export class MqttSink implements EventSink, AsyncDisposable {
       ...options.clientOptions,
       clientId: settings.clientId,
       protocolVersion: settings.protocolVersion,
-      reconnectPeriod: settings.reconnectPeriodMs,
+      // Reconnecting is driven by keepConnected(), with backoff. Not 0: on a
+      // clean session MQTT.js would then fail the writes awaiting a PUBACK
+      // when it forces a close (keepalive timeout), though it sends them
+      // again; see _reconnect.ts.
+      reconnectPeriod: NEVER_RECONNECT_PERIOD_MS,
       manualConnect: true,
     });
     const sink = new MqttSink(client, settings, options);
@@ -247,6 +286,7 @@ export class MqttSink implements EventSink, AsyncDisposable {
       await firstConnection(client, settings, options.signal);
     } catch (error) {
       sink.#closed = true;
+      sink.#reconnecting?.[Symbol.dispose]();
       await client.endAsync(true).catch((failure: unknown) =>
         logger.warn("MQTT disconnect failed: {error}", { error: failure })
       );
@@ -411,6 +451,7 @@ export class MqttSink implements EventSink, AsyncDisposable {
       );
     }
 
+    this.#reconnecting?.[Symbol.dispose]();
     const connected = this.#client.connected;
     await this.#client.endAsync(abandoned > 0 || !connected).catch((
       failure: unknown,
@@ -455,18 +496,18 @@ export class MqttSink implements EventSink, AsyncDisposable {
   #fail(error: DataExchangeError): void {
     if (this.#failure !== undefined || this.#closed) return;
     this.#failure = error;
+    // Refused: trying again would only be refused again.
+    this.#reconnecting?.[Symbol.dispose]();
     logger.error("MQTT sink failed: {error}", { error: error.message });
     this.#window.close(error);
     this.#rejectUnacked(error);
   }
 
   #watch(reconnectOnConnackError: boolean): void {
-    const { url, clientId, reconnectPeriodMs } = this.#settings;
-    let attempts = 0;
+    const { url, clientId } = this.#settings;
     let connected = false;
     const client = this.#client;
     client.on("connect", (connack) => {
-      attempts = 0;
       connected = true;
       this.#onState?.("connected");
       logger.info("MQTT sink connected to {url}", {
@@ -485,24 +526,13 @@ export class MqttSink implements EventSink, AsyncDisposable {
         pending: this.#window.active,
       });
     });
-    client.on("reconnect", () => {
-      attempts++;
-      this.#onState?.("connecting");
-      if (attempts > 1) {
-        logger.warn(
-          "MQTT broker at {url} not reachable; attempt {attempt}, next in {delayMs} ms",
-          {
-            url: redactUrl(url),
-            attempt: attempts,
-            delayMs: reconnectPeriodMs,
-          },
-        );
-      }
-    });
+    client.on("reconnect", () => this.#onState?.("connecting"));
+    // Connection errors are reported by the reconnect warning, with what to
+    // do; this line is the client's own wording, for debugging. The message
+    // and code, not the Error object: its own properties are not enumerable,
+    // so a JSON log would show only `{"code":135}`.
     client.on("error", (error) => {
-      // The message and code, not the Error object: its own properties are
-      // not enumerable, so a JSON log would show only `{"code":135}`.
-      logger.warn("MQTT client error at {url}: {error}", {
+      logger.debug("MQTT client error at {url}: {error}", {
         url: redactUrl(url),
         error: error.message,
         code: (error as { code?: unknown }).code,
@@ -512,7 +542,7 @@ export class MqttSink implements EventSink, AsyncDisposable {
       if (packet.cmd === "connack") this.#applyLimits(packet.properties);
       const refusal = connackRefusal(packet, this.#settings);
       if (refusal === undefined || !this.#ready) return;
-      // A refused reconnection: MQTT.js stops reconnecting unless told to.
+      // A refused reconnection ends the sink, unless told to keep trying.
       if (!reconnectOnConnackError) this.#fail(refusal);
     });
   }
@@ -760,6 +790,23 @@ function validate(options: MqttSinkOptions): Settings {
       }`,
     );
   }
+  const reconnectMaxDelayMs = options.reconnectMaxDelayMs ??
+    Math.max(30000, reconnectPeriodMs);
+  if (
+    !Number.isInteger(reconnectMaxDelayMs) || reconnectMaxDelayMs < 1 ||
+    reconnectMaxDelayMs > MAX_RECONNECT_DELAY_MS
+  ) {
+    throw new RangeError(
+      `MqttSink.connect() option reconnectMaxDelayMs must be an integer from 1 to ${MAX_RECONNECT_DELAY_MS} (24 hours); got ${
+        describeValue(reconnectMaxDelayMs)
+      }`,
+    );
+  }
+  if (reconnectPeriodMs > reconnectMaxDelayMs) {
+    throw new RangeError(
+      `MqttSink.connect() option reconnectPeriodMs (${reconnectPeriodMs}) must not exceed reconnectMaxDelayMs (${reconnectMaxDelayMs}); raise reconnectMaxDelayMs or lower reconnectPeriodMs`,
+    );
+  }
   const closeTimeoutMs = options.closeTimeoutMs ?? 10000;
   if (!Number.isFinite(closeTimeoutMs) || closeTimeoutMs < 0) {
     throw new RangeError(
@@ -777,8 +824,33 @@ function validate(options: MqttSinkOptions): Settings {
     qos,
     maxPending,
     reconnectPeriodMs,
+    reconnectMaxDelayMs,
     closeTimeoutMs,
   };
+}
+
+const MAX_RECONNECT_DELAY_MS = 24 * 60 * 60 * 1000;
+
+function logReconnect(
+  settings: Settings,
+  attempt: ReconnectAttempt,
+  username: string | undefined,
+  pending: number,
+): void {
+  const error = attempt.error;
+  logger.warn(
+    "MQTT sink not connected to {url}; reconnect attempt {attempt} in {delayMs} ms: {error}",
+    {
+      url: redactUrl(settings.url),
+      clientId: settings.clientId,
+      attempt: attempt.attempt,
+      delayMs: Math.round(attempt.delayMs),
+      error: error === undefined
+        ? "connection closed"
+        : describeConnectError(error, { username }),
+      pending,
+    },
+  );
 }
 
 function checkTopicOption(topic: unknown): void {

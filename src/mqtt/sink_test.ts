@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { configure, type LogRecord, reset } from "@logtape/logtape";
 import mqtt from "mqtt";
 import {
   type CloudEvent,
@@ -366,6 +367,191 @@ Deno.test({
     controller.abort(reason);
     await assert.rejects(connecting, (error) => error === reason);
     assert.equal(watcher.states.at(-1), "disconnected");
+  },
+});
+
+/**
+ * Collects the sink's reconnect warnings while `fn` runs (LogTape is
+ * configured for the test only, then reset).
+ */
+async function withReconnectLog<T>(
+  fn: (attempts: LogRecord[]) => Promise<T>,
+): Promise<T> {
+  const attempts: LogRecord[] = [];
+  await configure({
+    sinks: {
+      memory(record) {
+        if (record.properties.attempt !== undefined) attempts.push(record);
+      },
+    },
+    loggers: [
+      {
+        category: ["dataexchange", "mqtt", "sink"],
+        sinks: ["memory"],
+        lowestLevel: "warning",
+      },
+      { category: ["logtape", "meta"], sinks: [] },
+    ],
+  });
+  try {
+    return await fn(attempts);
+  } finally {
+    await reset();
+  }
+}
+
+/** Resolves once `condition` holds, polling; fails after 10 s with `what`. */
+async function eventually(condition: () => boolean, what: () => string) {
+  const deadline = Date.now() + 10_000;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${what()}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+/**
+ * Checks reconnect warnings against capped exponential backoff with full
+ * jitter from `initialDelayMs` to `maxDelayMs`: numbered from 1, each delay
+ * below its doubling bound, each really waited before its attempt
+ * (`attemptTimes[i]`: when the sink reported `connecting` for attempt i + 1),
+ * and, unlike a fixed period, some later delay above the first bound.
+ */
+function assertBackoff(
+  attempts: LogRecord[],
+  attemptTimes: number[],
+  initialDelayMs: number,
+  maxDelayMs: number,
+): void {
+  const delays = attempts.map((record) => record.properties.delayMs as number);
+  assert.deepEqual(
+    attempts.map((record) => record.properties.attempt),
+    attempts.map((_, i) => i + 1),
+  );
+  for (const record of attempts) {
+    assert.equal(record.level, "warning");
+    assert.match(String(record.rawMessage), /reconnect attempt \{attempt\}/);
+  }
+  delays.forEach((delayMs, i) => {
+    const bound = Math.min(maxDelayMs, initialDelayMs * 2 ** i);
+    assert.ok(
+      delayMs >= 0 && delayMs <= bound,
+      `attempt ${i + 1}: ${delayMs} ms, bound ${bound}; delays ${delays}`,
+    );
+    const at = attemptTimes[i];
+    if (at === undefined) return; // The last wait may still run.
+    const waited = at - attempts[i].timestamp;
+    assert.ok(
+      waited >= delayMs - 2 && waited <= delayMs + 500,
+      `attempt ${i + 1}: logged ${delayMs} ms, waited ${waited} ms`,
+    );
+  });
+  assert.ok(
+    delays.slice(3).some((delayMs) => delayMs > initialDelayMs),
+    `the bound grows past ${initialDelayMs} ms: delays ${delays}`,
+  );
+}
+
+Deno.test({
+  name:
+    "MqttSink reconnects to a restarted broker with growing, jittered, logged waits, and a write after the restart resolves on PUBACK",
+  ignore,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using mosquitto = await startMosquitto();
+    await withReconnectLog(async (attempts) => {
+      const connecting: number[] = [];
+      const watcher = stateWatcher();
+      const topic = uniqueName("sink/restart");
+      await using sink = await MqttSink.connect({
+        url: mosquitto.url,
+        clientId: uniqueName("sink-restart"),
+        topic,
+        reconnectPeriodMs: 20,
+        reconnectMaxDelayMs: 320,
+        onState(state) {
+          if (state === "connecting") connecting.push(Date.now());
+          watcher.onState(state);
+        },
+      });
+      await sink.write(event(0));
+
+      await mosquitto.kill();
+      await eventually(
+        () => attempts.length >= 8,
+        () => `8 reconnect attempts, got ${attempts.length}`,
+      );
+      // The first `connecting` is the initial connection's.
+      assertBackoff(attempts.slice(0, 8), connecting.slice(1), 20, 320);
+      assert.equal(attempts[0].properties.error, "connection closed");
+      for (const record of attempts.slice(1, 8)) {
+        assert.match(
+          String(record.properties.error),
+          /nothing accepts connections there/,
+        );
+      }
+
+      await mosquitto.restart();
+      await watcher.reached("connected", 2);
+      const subscriber = await mqtt.connectAsync(mosquitto.url, {
+        clientId: uniqueName("sink-restart-sub"),
+      });
+      try {
+        const arrived = new Promise<string>((resolve) =>
+          subscriber.on(
+            "message",
+            (_topic, payload) => resolve(decoder.decode(payload)),
+          )
+        );
+        await subscriber.subscribeAsync(topic, { qos: 1 });
+        await sink.write(event(1));
+        assert.equal(sink.published, 2);
+        assert.equal(sink.pending, 0);
+        assert.equal(JSON.parse(await arrived).id, "e1");
+      } finally {
+        await subscriber.endAsync();
+      }
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "MqttSink.connect() waits longer between attempts at an unreachable broker, logging each with its number and delay",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await withReconnectLog(async (attempts) => {
+      const connecting: number[] = [];
+      const controller = new AbortController();
+      const connected = MqttSink.connect({
+        url: `mqtt://127.0.0.1:${freePort()}`,
+        clientId: uniqueName("sink-backoff"),
+        topic: "t",
+        reconnectPeriodMs: 10,
+        reconnectMaxDelayMs: 160,
+        signal: controller.signal,
+        onState(state) {
+          if (state === "connecting") connecting.push(Date.now());
+        },
+      });
+      try {
+        await eventually(
+          () => attempts.length >= 8,
+          () => `8 reconnect attempts, got ${attempts.length}`,
+        );
+      } finally {
+        controller.abort(new Error("enough"));
+        await connected.catch(() => {});
+      }
+      assertBackoff(attempts.slice(0, 8), connecting.slice(1), 10, 160);
+      for (const record of attempts.slice(0, 8)) {
+        assert.match(
+          String(record.properties.error),
+          /nothing accepts connections there/,
+        );
+      }
+    });
   },
 });
 
@@ -804,6 +990,18 @@ Deno.test("MqttSink.connect() refuses bad options before connecting", async () =
     [{ topic: "devices/{subject}" }, "TypeError", /topicTemplate/],
     [{ topic: 7 as unknown as string }, "TypeError", /got 7/],
     [{ closeTimeoutMs: -1 }, "RangeError", /closeTimeoutMs/],
+    [{ reconnectPeriodMs: 0 }, "RangeError", /reconnectPeriodMs must be/],
+    [{ reconnectMaxDelayMs: 1.5 }, "RangeError", /got 1.5/],
+    [
+      { reconnectMaxDelayMs: 25 * 3600_000 },
+      "RangeError",
+      /from 1 to 86400000 \(24 hours\); got 90000000/,
+    ],
+    [
+      { reconnectPeriodMs: 500, reconnectMaxDelayMs: 100 },
+      "RangeError",
+      /reconnectPeriodMs \(500\) must not exceed reconnectMaxDelayMs \(100\)/,
+    ],
   ];
   for (const [options, name, message] of cases) {
     await assert.rejects(
