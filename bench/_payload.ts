@@ -3,6 +3,7 @@
  * carries a sequence number and whose `benchts` extension carries the
  * publish time, both as fixed-width digits at known byte offsets, so a
  * message is stamped by overwriting those digits in a copy of one template.
+ * The template is a `mockCloudEvents` event, the generator the tests use.
  *
  * Through the bridge (binary content mode on Kafka) they arrive as the
  * headers `ce_id` and `ce_benchts`, which is where the reader finds them.
@@ -11,12 +12,11 @@
  */
 import { Buffer } from "node:buffer";
 import {
-  createCloudEvent,
   fromMqttMessage,
   type KafkaRecord,
-  serializeStructured,
   toKafkaRecord,
 } from "../src/cloudevents/mod.ts";
+import { mockCloudEvents } from "../src/streams/mod.ts";
 
 /** Digits of the sequence number in `id`. */
 export const SEQ_DIGITS = 10;
@@ -37,31 +37,29 @@ export interface PayloadTemplate {
 }
 
 /**
- * Builds a structured CloudEvent of exactly `size` bytes (padded in its
- * data), classified `telemetry`.
+ * Builds a structured CloudEvent of exactly `size` bytes: the first event
+ * of `mockCloudEvents` with that exact size, classified `telemetry`, with
+ * the placeholders of the stamps as its `id` and `benchts`. Its data
+ * (`seq` 0, a reading, padding) is the same in every message.
  *
- * @param size Total size in bytes; at least the size of the unpadded event.
+ * @param size Total size in bytes; at least the size of the unpadded event
+ * (250 bytes).
  * @returns The template with the offsets of its stamps.
  * @throws {RangeError} When `size` is smaller than the unpadded event.
  */
 export function payloadTemplate(size: number): PayloadTemplate {
-  const build = (pad: string) =>
-    serializeStructured(createCloudEvent({
-      source: "/bench",
-      type: "dev.dataexchange.bench",
-      id: SEQ_PLACEHOLDER,
-      time: "2026-01-01T00:00:00Z",
-      classification: "telemetry",
-      extensions: { benchts: TS_PLACEHOLDER },
-      data: { pad },
-    }));
-  const base = build("").byteLength;
-  if (size < base) {
-    throw new RangeError(
-      `a bench payload needs at least ${base} bytes, got ${size}`,
-    );
-  }
-  const bytes = build("x".repeat(size - base));
+  const [item] = mockCloudEvents({
+    seed: 1,
+    count: 1,
+    sizes: { min: size, max: size },
+    exactSizes: true,
+    classifications: { telemetry: 1 },
+    source: "/bench",
+    type: "dx.bench",
+    id: () => SEQ_PLACEHOLDER,
+    extensions: { benchts: TS_PLACEHOLDER },
+  });
+  const bytes = item.payload;
   const text = new TextDecoder().decode(bytes);
   return {
     bytes,

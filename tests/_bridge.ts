@@ -3,6 +3,11 @@
  * configuration file, its JSON log lines kept in memory, stopped by a
  * signal with a deadline.
  *
+ * The CLI runs as `deno task bridge` runs it: its flags (the `--v8-flags`
+ * that bound the heap included) are read from that task in deno.json, so
+ * the tests cannot drift from it. The one difference: the network
+ * permission is narrowed to 127.0.0.1, where the tests' brokers are.
+ *
  * @module
  */
 import { abortableDelay } from "../src/_retry.ts";
@@ -12,7 +17,44 @@ import {
   runBridge,
 } from "../src/bridge/mod.ts";
 
-const CLI = new URL("../src/cli/main.ts", import.meta.url).pathname;
+const CLI_SCRIPT = "src/cli/main.ts";
+const CLI = new URL(`../${CLI_SCRIPT}`, import.meta.url).pathname;
+
+/**
+ * The `deno run` flags of the `bridge` task in deno.json, network narrowed
+ * to 127.0.0.1: what every CLI the tests start runs with.
+ */
+export const BRIDGE_TASK_FLAGS: readonly string[] = bridgeTaskFlags(
+  await Deno.readTextFile(new URL("../deno.json", import.meta.url)),
+);
+
+/**
+ * Reads the flags between `deno run` and the CLI's path in the `bridge`
+ * task of a deno.json text.
+ *
+ * @param denoJson The text of deno.json.
+ * @returns The flags, with `--allow-net` narrowed to 127.0.0.1.
+ * @throws {Error} When the task is missing or is not `deno run <flags>
+ * src/cli/main.ts`.
+ */
+export function bridgeTaskFlags(denoJson: string): string[] {
+  const task: unknown = JSON.parse(denoJson).tasks?.bridge;
+  const words = typeof task === "string" ? task.trim().split(/\s+/) : [];
+  if (
+    words[0] !== "deno" || words[1] !== "run" || words.at(-1) !== CLI_SCRIPT
+  ) {
+    throw new Error(
+      `deno.json's bridge task must be "deno run <flags> ${CLI_SCRIPT}"; got ${
+        JSON.stringify(task)
+      }`,
+    );
+  }
+  return words.slice(2, -1).map((flag) =>
+    flag === "--allow-net" || flag.startsWith("--allow-net=")
+      ? "--allow-net=127.0.0.1"
+      : flag
+  );
+}
 
 /** One JSON log line of the bridge. */
 export interface LogLine {
@@ -23,7 +65,11 @@ export interface LogLine {
   properties: Record<string, unknown>;
 }
 
-/** The bridge CLI running as a child process, with its log kept in memory. */
+/**
+ * The bridge CLI running as a child process, with the flags of
+ * `deno task bridge` ({@linkcode BRIDGE_TASK_FLAGS}) and its log kept in
+ * memory.
+ */
 export class BridgeProcess {
   readonly lines: LogLine[] = [];
   readonly #child: Deno.ChildProcess;
@@ -32,15 +78,7 @@ export class BridgeProcess {
 
   constructor(configPath: string) {
     this.#child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-net=127.0.0.1",
-        "--allow-env",
-        "--allow-read",
-        CLI,
-        "--config",
-        configPath,
-      ],
+      args: ["run", ...BRIDGE_TASK_FLAGS, CLI, "--config", configPath],
       stdout: "piped",
       stderr: "inherit",
       env: { NO_COLOR: "1" },
@@ -240,8 +278,9 @@ export async function startBridgeInProcess(
 }
 
 /**
- * Starts the bridge CLI with `args`, piped output, and none of this process's
- * `DX_` variables: only those in `env` apply.
+ * Starts the bridge CLI with the flags of `deno task bridge` and `args`,
+ * piped output, and none of this process's `DX_` variables: only those in
+ * `env` apply.
  */
 export function spawnCli(
   args: readonly string[],
@@ -253,14 +292,7 @@ export function spawnCli(
     ),
   );
   return new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net=127.0.0.1",
-      "--allow-env",
-      "--allow-read",
-      CLI,
-      ...args,
-    ],
+    args: ["run", ...BRIDGE_TASK_FLAGS, CLI, ...args],
     clearEnv: true,
     env: { ...inherited, NO_COLOR: "1", ...env },
     stdin: "null",

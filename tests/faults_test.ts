@@ -3,9 +3,11 @@
  * start, a record it refuses; Mosquitto restarted with and without
  * persistence; the MQTT connection severed; SIGTERM during an outage.
  *
- * Each test runs the bridge CLI as its own process, against brokers of its
- * own (it kills and restarts them), reads its JSON log lines, and prints one
- * line of figures: sent, records in Kafka, unique, duplicates, peak RSS.
+ * Each test runs the bridge CLI as its own process, as `deno task bridge`
+ * does, against brokers of its own (it kills and restarts them), publishes
+ * events from `mockCloudEvents`, reads the bridge's JSON log lines, and
+ * prints one line of figures: sent, records in Kafka, unique, duplicates,
+ * peak RSS.
  *
  * @module
  */
@@ -13,15 +15,11 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { Kafka, logLevel } from "kafkajs";
 import mqtt from "mqtt";
-import {
-  type CloudEvent,
-  createCloudEvent,
-  serializeStructured,
-} from "../src/cloudevents/mod.ts";
 import { abortableDelay } from "../src/_retry.ts";
+import { mockCloudEvents, type MockEventItem } from "../src/streams/mod.ts";
 import { freePort } from "../tools/brokers/mod.ts";
 import { isolatedTestBrokers, testBrokers } from "./_brokers.ts";
-import { BridgeProcess, waitFor } from "./_bridge.ts";
+import { BRIDGE_TASK_FLAGS, BridgeProcess, waitFor } from "./_bridge.ts";
 import {
   createTopics,
   header,
@@ -80,22 +78,76 @@ async function writeConfig(
   };
 }
 
-/** `count` events, each with `padding` bytes of data text. */
-function makeEvents(count: number, padding = 0, from = 0): CloudEvent[] {
-  const pad = "x".repeat(padding);
-  return Array.from({ length: count }, (_, i) =>
-    createCloudEvent({
+/**
+ * Events from `mockCloudEvents` (ids `mock-<seed>-<n>`, the default mix of
+ * classifications, none malformed), each payload exactly `size` bytes.
+ */
+function* mockEvents(
+  seed: number,
+  size = 300,
+  count = Infinity,
+): Generator<MockEventItem, void, undefined> {
+  for (
+    const item of mockCloudEvents({
+      seed,
+      count,
+      sizes: { min: size, max: size },
+      exactSizes: true,
       source: "/faults-test",
-      type: "dev.dataexchange.test",
-      data: { i: from + i, pad },
-    }));
+    })
+  ) {
+    if (item.kind === "event") yield item;
+  }
 }
 
-function publications(topic: string, events: readonly CloudEvent[]) {
-  return events.map((event) => ({
-    topic,
-    payload: serializeStructured(event),
-  }));
+/** `count` events of {@linkcode mockEvents}. */
+function makeEvents(seed: number, count: number, size = 300): MockEventItem[] {
+  return [...mockEvents(seed, size, count)];
+}
+
+function publications(topic: string, events: readonly MockEventItem[]) {
+  return events.map(({ payload }) => ({ topic, payload }));
+}
+
+function idsOf(events: readonly MockEventItem[]): string[] {
+  return events.map(({ event }) => event.id);
+}
+
+/** The status of the bridge's `/readyz`, and the reasons it gives. */
+async function readiness(
+  port: number,
+): Promise<{ status: number; reasons: string[] }> {
+  const response = await fetch(`http://127.0.0.1:${port}/readyz`);
+  const body = await response.json() as { reasons?: string[] };
+  return { status: response.status, reasons: body.reasons ?? [] };
+}
+
+/**
+ * Polls `condition` until it holds, and resolves with the milliseconds from
+ * `since` to then; resolves `undefined` once `timeoutMs` have passed, so the
+ * caller can report before it asserts. The pause between polls paces them.
+ */
+async function timeUntil(
+  condition: () => Promise<boolean>,
+  since: number,
+  timeoutMs: number,
+  intervalMs = 100,
+): Promise<number | undefined> {
+  const deadline = performance.now() + timeoutMs;
+  while (performance.now() <= deadline) {
+    if (await condition()) return performance.now() - since;
+    await abortableDelay(intervalMs);
+  }
+  return undefined;
+}
+
+/** A V8 flag's number in the `bridge` task's `--v8-flags`, if it is there. */
+function taskV8Flag(name: string): number | undefined {
+  const v8Flags = BRIDGE_TASK_FLAGS.find((flag) =>
+    flag.startsWith("--v8-flags=")
+  );
+  const match = v8Flags?.match(new RegExp(`--${name}=(\\d+)`));
+  return match ? Number(match[1]) : undefined;
 }
 
 function idOf(record: ReadRecord): string {
@@ -173,7 +225,7 @@ function figures(
 
 Deno.test({
   name:
-    "Kafka down for 15 s while 2,000 messages arrive: all delivered, no crash, memory bounded by maxInFlight",
+    "Kafka down for 15 s while 2,000 messages arrive: all delivered, no crash, /readyz 503 then 200, peak RSS bounded by maxInFlight",
   ignore,
   sanitizeOps: false,
   sanitizeResources: false,
@@ -182,71 +234,131 @@ Deno.test({
     await using brokers = (await isolatedTestBrokers())!;
     const id = uniqueName("outage");
     const maxInFlight = 50;
-    const padding = 32 * 1024;
+    const size = 32 * 1024;
+    const metricsPort = freePort();
     await using config = await writeConfig(
       id,
       brokers.mqttUrl,
       brokers.kafkaBrokers,
-      { mqtt: { maxInFlight } },
+      { mqtt: { maxInFlight }, metrics: { port: metricsPort } },
     );
     await createTopics(brokers.kafkaBrokers, [config.topic, config.dlq]);
     const bridge = new BridgeProcess(config.path);
     await bridge.waitForLog("MQTT subscribed");
     const atReady = await bridge.memory();
+    const readyAtStart = await readiness(metricsPort);
 
     await brokers.kafka.kill();
     const killedAt = performance.now();
-    const events = makeEvents(2000, padding);
-    const payloadMb = events.length * padding / MiB;
+    const events = makeEvents(1, 2000, size);
+    const payloadMb = events.length * size / MiB;
     await publishAll(brokers.mqttUrl, publications(config.mqttTopic, events));
-    // Hold the outage for 15 s, sampling the bridge's memory meanwhile.
+    // Hold the outage for 15 s, sampling the bridge's memory and readiness.
     let outagePeakRssMb = atReady.rssMb;
+    let notReadyAfterMs: number | undefined;
+    let notReadyReasons: string[] = [];
     await waitFor(
       "the end of the 15 s outage",
       async () => {
         assert.ok(bridge.running, `the bridge exited:\n${bridge.tail()}`);
         const { rssMb } = await bridge.memory();
         outagePeakRssMb = Math.max(outagePeakRssMb, rssMb);
+        if (notReadyAfterMs === undefined) {
+          const { status, reasons } = await readiness(metricsPort);
+          if (status === 503) {
+            notReadyAfterMs = performance.now() - killedAt;
+            notReadyReasons = reasons;
+          }
+        }
         return performance.now() - killedAt >= 15_000;
       },
       20_000,
-      250,
+      100,
     );
+    const readyAtEndOfOutage = await readiness(metricsPort);
     const produceRetries = bridge.find("Kafka produce failed").length;
     const openedDuringOutage = bridge.find("Kafka circuit breaker open").length;
     await brokers.kafka.restart();
     const backAt = performance.now();
 
-    await readUntilAll(
-      brokers.kafkaBrokers,
-      config.topic,
-      events.map((e) => e.id),
+    const readyAgain = timeUntil(
+      async () => (await readiness(metricsPort)).status === 200,
+      backAt,
+      90_000,
     );
+    await readUntilAll(brokers.kafkaBrokers, config.topic, idsOf(events));
     const recoveryS = (performance.now() - backAt) / 1000;
+    const readyAgainAfterMs = await readyAgain;
     await bridge.waitForLog("Kafka circuit breaker closed");
     assert.ok(bridge.running, "the bridge is still running");
+    // VmHWM: the peak over the whole run, outage and recovery included.
     const { peakMb } = await bridge.memory();
     const stopped = await bridge.stop();
     assert.equal(stopped.code, 0, `exit code after SIGTERM:\n${bridge.tail()}`);
     const counts = tally(
       await readAll(brokers.kafkaBrokers, config.topic),
-      events.map((e) => e.id),
+      idsOf(events),
     );
+
+    // The bound of the peak: the baseline at ready, which V8 may let grow by
+    // heap-growing-percent before a major GC; what the bridge holds, at most
+    // maxInFlight messages in about four copies each (MQTT payload, decoded
+    // text, the event's data, the Kafka record's value); and what V8 leaves
+    // to collect under load: a young generation of three semi-spaces, and
+    // the 64 MB of external (Buffer) memory it lets accumulate before it
+    // forces a GC. The flags are those of `deno task bridge`.
+    const growingPercent = taskV8Flag("heap-growing-percent");
+    const semiSpaceMb = taskV8Flag("max-semi-space-size");
+    assert.ok(
+      growingPercent !== undefined && semiSpaceMb !== undefined,
+      `the bound assumes the bridge task's V8 heap flags; got ${
+        BRIDGE_TASK_FLAGS.join(" ")
+      }`,
+    );
+    const heldMb = maxInFlight * size * 4 / MiB;
+    const gcSlackMb = 3 * semiSpaceMb + 64;
+    const peakBoundMb = atReady.rssMb * (1 + growingPercent / 100) + heldMb +
+      gcSlackMb;
+    // Holding all 2,000 messages as the bridge holds the in-flight ones.
+    const allHeldMb = payloadMb * 4;
+    const seconds = (ms: number | undefined) =>
+      ms === undefined ? "never" : ms / 1000;
     figures("Kafka outage 15 s", {
       sent: events.length,
       received: counts.records,
       unique: counts.unique,
       duplicates: counts.duplicates,
       "peak RSS MB": peakMb,
+      "peak RSS bound MB": peakBoundMb,
       "RSS at ready MB": atReady.rssMb,
       "outage growth MB": outagePeakRssMb - atReady.rssMb,
       "payload MB": payloadMb,
-      "in-flight cap MB": maxInFlight * padding / MiB,
+      "in-flight held MB": heldMb,
+      "all 2,000 held MB": allHeldMb,
+      "/readyz 503 after Kafka stopped s": seconds(notReadyAfterMs),
+      "503 reasons": notReadyReasons.join("+") || "none",
+      "/readyz 200 after Kafka is back s": seconds(readyAgainAfterMs),
       "produce retries logged": produceRetries,
       "recovery after Kafka is back s": recoveryS,
       "run s": (performance.now() - began) / 1000,
     });
     assert.deepEqual(counts.missing, []);
+    assert.equal(readyAtStart.status, 200, "ready before the outage");
+    assert.ok(
+      notReadyAfterMs !== undefined,
+      `/readyz never answered 503 during the outage (at its end: ${
+        JSON.stringify(readyAtEndOfOutage)
+      })`,
+    );
+    assert.equal(
+      readyAtEndOfOutage.status,
+      503,
+      "not ready until Kafka is back",
+    );
+    assert.ok(
+      readyAgainAfterMs !== undefined,
+      `/readyz did not answer 200 within 90 s of Kafka's restart`,
+    );
     assert.ok(produceRetries >= 1, "the outage was seen by the producer");
     // The breaker opened during the outage, and while open the producer
     // sent one probe per breakerHalfOpenAfterMs (5 s), no more.
@@ -271,6 +383,16 @@ Deno.test({
         outagePeakRssMb - atReady.rssMb
       } MB during the outage, ` +
         `payload volume ${payloadMb} MB`,
+    );
+    // And over the whole run. The bound is below what holding all 2,000
+    // messages the way the in-flight ones are held would take.
+    assert.ok(
+      allHeldMb > peakBoundMb - atReady.rssMb,
+      "the bound would catch the bridge holding every message",
+    );
+    assert.ok(
+      peakMb < peakBoundMb,
+      `peak RSS ${peakMb} MB over the bound ${peakBoundMb} MB (RSS at ready ${atReady.rssMb} MB)`,
     );
   },
 });
@@ -301,7 +423,7 @@ Deno.test({
     await first.waitForLog("MQTT subscribed");
 
     await brokers.kafka.kill();
-    const events = makeEvents(3000, 1024);
+    const events = makeEvents(2, 3000, 1024);
     await publishAll(brokers.mqttUrl, publications(config.mqttTopic, events));
     await first.waitForLog("Kafka produce failed", { count: 2 });
     const stopped = await first.stop();
@@ -312,13 +434,13 @@ Deno.test({
     await readUntilAll(
       brokers.kafkaBrokers,
       config.topic,
-      events.map((e) => e.id),
+      idsOf(events),
     );
     const { peakMb } = await second.memory();
     const secondStop = await second.stop();
     const counts = tally(
       await readAll(brokers.kafkaBrokers, config.topic),
-      events.map((e) => e.id),
+      idsOf(events),
     );
     figures("SIGTERM during Kafka outage", {
       sent: events.length,
@@ -362,18 +484,18 @@ Deno.test({
     await brokers.kafka.restart();
     await bridge.waitForLog("MQTT subscribed", { timeoutMs: 90_000 });
 
-    const events = makeEvents(200);
+    const events = makeEvents(3, 200);
     await publishAll(brokers.mqttUrl, publications(config.mqttTopic, events));
     await readUntilAll(
       brokers.kafkaBrokers,
       config.topic,
-      events.map((e) => e.id),
+      idsOf(events),
     );
     const { peakMb } = await bridge.memory();
     const stopped = await bridge.stop();
     const counts = tally(
       await readAll(brokers.kafkaBrokers, config.topic),
-      events.map((e) => e.id),
+      idsOf(events),
     );
     const attempts = bridge.find("Kafka not reachable");
     figures("Kafka unreachable at start", {
@@ -416,17 +538,17 @@ Deno.test({
     const bridge = new BridgeProcess(config.path);
     await bridge.waitForLog("MQTT subscribed");
 
-    const before = makeEvents(10, 0, 0);
-    const large = makeEvents(1, 2 * MiB, 10)[0];
-    const after = makeEvents(10, 0, 11);
-    const largePayload = serializeStructured(large);
-    assert.ok(largePayload.byteLength > 2 * MiB);
+    const before = makeEvents(4, 10);
+    const [large] = makeEvents(5, 1, 2 * MiB);
+    const after = makeEvents(6, 10);
+    const largePayload = large.payload;
+    assert.equal(largePayload.byteLength, 2 * MiB);
     await publishAll(brokers.mqttUrl, [
       ...publications(config.mqttTopic, before),
       { topic: config.mqttTopic, payload: largePayload },
       ...publications(config.mqttTopic, after),
     ], { window: 1 });
-    const small = [...before, ...after].map((e) => e.id);
+    const small = idsOf([...before, ...after]);
     await readUntilAll(brokers.kafkaBrokers, config.topic, small);
     const [dead] = await readTopics(brokers.kafkaBrokers, [config.dlq], {
       until: (read) => read.length >= 1,
@@ -486,8 +608,9 @@ Deno.test({
 // Mosquitto restarts.
 
 /**
- * Publishes one event every `intervalMs` at QoS 1 over a client that
- * reconnects by itself, keeping the ids the broker acknowledged in order.
+ * Publishes one event of {@linkcode mockEvents} every `intervalMs` at QoS 1
+ * over a client that reconnects by itself, keeping the ids the broker
+ * acknowledged in order.
  */
 class SteadyPublisher {
   readonly acked: string[] = [];
@@ -495,6 +618,7 @@ class SteadyPublisher {
   published = 0;
   readonly #client: mqtt.MqttClient;
   readonly #topic: string;
+  readonly #events: Generator<MockEventItem, void, undefined>;
   readonly #stop = new AbortController();
   readonly #running: Promise<void>;
   #outstanding = 0;
@@ -502,16 +626,19 @@ class SteadyPublisher {
   private constructor(
     client: mqtt.MqttClient,
     topic: string,
+    seed: number,
     intervalMs: number,
   ) {
     this.#client = client;
     this.#topic = topic;
+    this.#events = mockEvents(seed);
     this.#running = this.#run(intervalMs);
   }
 
   static async start(
     url: string,
     topic: string,
+    seed: number,
     intervalMs = 5,
   ): Promise<SteadyPublisher> {
     const client = await mqtt.connectAsync(url, {
@@ -522,7 +649,7 @@ class SteadyPublisher {
     // Connection errors during a broker restart are expected; MQTT.js
     // reconnects and resends what was not acknowledged.
     client.on("error", () => {});
-    return new SteadyPublisher(client, topic, intervalMs);
+    return new SteadyPublisher(client, topic, seed, intervalMs);
   }
 
   /** Stops publishing and waits until everything published is acknowledged. */
@@ -540,18 +667,14 @@ class SteadyPublisher {
 
   async #run(intervalMs: number): Promise<void> {
     while (!this.#stop.signal.aborted) {
-      const event = createCloudEvent({
-        source: "/faults-test/steady",
-        type: "dev.dataexchange.test",
-        data: { i: this.published },
-      });
+      const { event, payload } = this.#events.next().value!;
       this.published++;
       this.#outstanding++;
-      const payload = Buffer.from(serializeStructured(event));
-      this.#client.publishAsync(this.#topic, payload, { qos: 1 }).then(
-        () => this.acked.push(event.id),
-        (error) => this.failed.push(error),
-      ).finally(() => this.#outstanding--);
+      this.#client.publishAsync(this.#topic, Buffer.from(payload), { qos: 1 })
+        .then(
+          () => this.acked.push(event.id),
+          (error) => this.failed.push(error),
+        ).finally(() => this.#outstanding--);
       // Aborting the pause ends the loop at its condition.
       await abortableDelay(intervalMs, this.#stop.signal).catch(() => {});
     }
@@ -580,6 +703,7 @@ Deno.test({
     const publisher = await SteadyPublisher.start(
       brokers.mqttUrl,
       config.mqttTopic,
+      9,
     );
     await waitFor(
       "500 acknowledged publications",
@@ -759,6 +883,7 @@ Deno.test({
     const publisher = await SteadyPublisher.start(
       mosquitto.url,
       config.mqttTopic,
+      10,
       2,
     );
     await waitFor(
@@ -914,7 +1039,7 @@ Deno.test({
 
     // With Kafka down, every message stays unacknowledged in the bridge.
     await brokers.kafka.kill();
-    const events = makeEvents(50);
+    const events = makeEvents(7, 50);
     await publishAll(brokers.mqttUrl, publications(config.mqttTopic, events));
     await bridge.waitForLog("Kafka produce failed", { count: 2 });
 
@@ -930,13 +1055,13 @@ Deno.test({
     await readUntilAll(
       brokers.kafkaBrokers,
       config.topic,
-      events.map((e) => e.id),
+      idsOf(events),
     );
     const { peakMb } = await bridge.memory();
     const stopped = await bridge.stop();
     const counts = tally(
       await readAll(brokers.kafkaBrokers, config.topic),
-      events.map((e) => e.id),
+      idsOf(events),
     );
     figures("MQTT connection dropped", {
       sent: events.length,
@@ -994,7 +1119,7 @@ Deno.test({
     const kafkaPid = brokers.kafka.pid;
     Deno.kill(kafkaPid, "SIGSTOP");
     let stopped: { code: number; ms: number };
-    const events = makeEvents(200);
+    const events = makeEvents(8, 200);
     try {
       await publishAll(brokers.mqttUrl, publications(config.mqttTopic, events));
       await waitFor(
@@ -1039,7 +1164,7 @@ Deno.test({
     await readUntilAll(
       brokers.kafkaBrokers,
       config.topic,
-      events.map((e) => e.id),
+      idsOf(events),
     );
     assert.equal((await again.stop()).code, 0);
   },

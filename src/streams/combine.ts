@@ -1,7 +1,8 @@
 /**
  * A stream combined with a future: the items of an async iterable until a
  * promise settles or a signal aborts, with the source released on every way
- * out and the item in flight handed back rather than lost.
+ * out and the item in flight handed back (or, if it cannot be, logged)
+ * rather than lost silently.
  *
  * @module
  */
@@ -77,11 +78,15 @@ export interface CombineOptions<T> {
    * reason is a {@linkcode DataExchangeError} with code `abandoned`,
    * `retriable: true`, and as `cause` the promise's rejection or the signal's
    * reason (`undefined` when the promise resolved). Errors it throws are
-   * logged, not thrown.
+   * logged at error level, not thrown.
    *
    * Default: calls `item.nack(reason)` when the item has a `nack` method,
    * as the envelopes of this package do (see `Settleable`), so the broker
-   * delivers the message again; does nothing for other items.
+   * delivers the message again. An item without `nack()` cannot be handed
+   * back: it is dropped and logged at warning level (category
+   * `["dataexchange", "streams"]`, with a short description of the item and
+   * the reason). Give `onAbandoned` to keep such items instead; nothing is
+   * then logged for them.
    */
   onAbandoned?: (item: T, reason: DataExchangeError) => void;
 }
@@ -110,17 +115,28 @@ export interface CombineOptions<T> {
  *
  * Items in flight: at most one read of the source is pending at a time
  * (nothing is read ahead or buffered). If `until` settles during that read,
- * the combined stream stops waiting for it: the read's item, if it ever
- * comes, goes to `options.onAbandoned` (by default `item.nack(reason)`), and
- * a read that fails late is logged at warning level.
+ * the combined stream stops waiting for it, and the read's item, if it ever
+ * comes, is never yielded. It is handed on, exactly one of:
+ * - to `options.onAbandoned(item, reason)`, when that option is given;
+ * - else to `item.nack(reason)`, when the item has a `nack` method, so its
+ *   broker delivers it again;
+ * - else, as it cannot be handed back, it is dropped and logged at warning
+ *   level.
+ *
+ * A read that ends the source (`done`) hands on nothing; a read that fails
+ * after the stop is logged at warning level; an error thrown by
+ * `onAbandoned` or `nack()` is logged at error level. Nothing is thrown to
+ * the consumer for them, who has already seen the stream end.
  *
  * A limit of JavaScript: an async generator (and the async iterator of a
  * `ReadableStream`) runs `return()` only after its pending step settles. So
  * when such a source is waiting for its next item, releasing it, and with it
  * the end of the combined stream, waits for that item (which is then
- * abandoned as above, before the source's cleanup runs). A source that waits
- * on the network should therefore take the same signal as `until` and end
- * its wait on abort, as `mqttStream` does with its `signal` option.
+ * abandoned as above, before the source's cleanup runs): for a source that
+ * waits for ever, the combined stream never ends. A source that waits on the
+ * network should therefore take the same `AbortSignal` as `until` and end
+ * its wait on abort, as `mqttStream` does with its `signal` option. A
+ * hand-written iterator whose `return()` does not wait is released at once.
  *
  * The combined stream is an async generator too: a `return()` called while
  * its own `next()` is pending waits for that read; settle `until` instead.
@@ -321,7 +337,12 @@ function nackAbandoned(item: unknown, reason: DataExchangeError): void {
     typeof (item as Partial<Settleable>).nack === "function"
   ) {
     (item as Settleable).nack(reason);
+    return;
   }
+  logger.warning(
+    "combine() dropped an abandoned item that has no nack() (give onAbandoned to keep such items): {item}",
+    { item: describeValue(item), reason },
+  );
 }
 
 const STOPPED: unique symbol = Symbol("stopped");

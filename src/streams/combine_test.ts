@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { configure, type LogRecord, reset } from "@logtape/logtape";
 import { isDataExchangeError } from "../errors.ts";
-import { ABANDONED_CODE, combine } from "./combine.ts";
+import { ABANDONED_CODE, combine, type CombineOptions } from "./combine.ts";
 
 /** A hand-written async iterator whose reads the test answers one by one. */
 interface ManualSource<T> extends AsyncIterable<T> {
@@ -345,6 +345,85 @@ Deno.test("combine() logs a pending read that fails after the stop", async () =>
   } finally {
     await reset();
   }
+});
+
+/** Runs `fn` with the `dataexchange` loggers writing into `records`. */
+async function withLogs(
+  fn: (records: LogRecord[]) => Promise<void>,
+): Promise<void> {
+  const records: LogRecord[] = [];
+  await configure({
+    sinks: { memory: (record) => records.push(record) },
+    loggers: [
+      { category: ["dataexchange"], sinks: ["memory"], lowestLevel: "debug" },
+      { category: ["logtape", "meta"], sinks: [] },
+    ],
+  });
+  try {
+    await fn(records);
+  } finally {
+    await reset();
+  }
+}
+
+/** Stops a combined stream while its read is pending, then answers it. */
+async function abandon<T>(
+  item: T,
+  options: CombineOptions<T> = {},
+): Promise<void> {
+  const source = manualSource<T>();
+  const controller = new AbortController();
+  const stream = combine(source, controller.signal, options);
+  const read = stream.next();
+  controller.abort(new Error("stopping"));
+  assert.deepEqual(await read, { done: true, value: undefined });
+  source.reads[0].resolve({ done: false, value: item });
+  await source.reads[0].promise;
+  await Promise.resolve();
+}
+
+Deno.test("combine() logs at warning an abandoned item it cannot nack, with the reason", async () => {
+  await withLogs(async (records) => {
+    await abandon({ payload: "no nack here" });
+    await abandon(42);
+    assert.equal(records.length, 2);
+    for (const record of records) {
+      assert.equal(record.level, "warning");
+      assert.deepEqual(record.category, ["dataexchange", "streams"]);
+      const reason = record.properties.reason;
+      assert.ok(isDataExchangeError(reason));
+      assert.equal(reason.code, ABANDONED_CODE);
+      assert.equal((reason.cause as Error).message, "stopping");
+    }
+    assert.equal(records[0].properties.item, "an object");
+    assert.equal(records[1].properties.item, "42");
+  });
+});
+
+Deno.test("combine() logs nothing for an abandoned item it nacks or gives to onAbandoned", async () => {
+  await withLogs(async (records) => {
+    const nackable = envelope(1);
+    await abandon(nackable);
+    assert.deepEqual(nackable.calls, ["nack"]);
+    const kept: number[] = [];
+    await abandon(7, { onAbandoned: (item) => kept.push(item) });
+    assert.deepEqual(kept, [7]);
+    assert.deepEqual(records, []);
+  });
+});
+
+Deno.test("combine() logs at error an onAbandoned that throws, and does not throw it", async () => {
+  await withLogs(async (records) => {
+    const failure = new Error("cannot keep it");
+    await abandon(7, {
+      onAbandoned: () => {
+        throw failure;
+      },
+    });
+    assert.equal(records.length, 1);
+    assert.equal(records[0].level, "error");
+    assert.equal(records[0].properties.error, failure);
+  });
 });
 
 Deno.test("combine() never reads ahead of the consumer", async () => {

@@ -10,6 +10,7 @@ import {
   type CloudEvent,
   type CloudEventErrorCode,
   createCloudEvent,
+  type ExtensionValue,
   isCloudEventError,
   serializeStructured,
 } from "../cloudevents/mod.ts";
@@ -234,10 +235,17 @@ export interface MockCloudEventsOptions {
    * The range the payload size of each item is drawn from, evenly. An
    * event is padded (a `padding` string in its data) to exactly that size,
    * unless it needs more bytes without padding (210 to 250 with the default
-   * source and type); a malformed payload comes within 30 bytes of it.
-   * Default `{ min: 200, max: 4096 }`.
+   * source and type); a malformed payload comes within 30 bytes of it,
+   * or exactly to it with `exactSizes`. Default `{ min: 200, max: 4096 }`.
    */
   sizes?: MockPayloadSizes;
+  /**
+   * When `true`, every payload, malformed ones included, is exactly its
+   * drawn size, and the generator's `next()` throws a `RangeError` for an
+   * item that cannot be that small, rather than yielding it larger. For
+   * benchmarks and memory bounds that count bytes. Default `false`.
+   */
+  exactSizes?: boolean;
   /**
    * The share of malformed items, from 0 to 1; their defects are drawn
    * evenly from {@linkcode MALFORMED_DEFECTS}. Default 0.
@@ -247,6 +255,17 @@ export interface MockCloudEventsOptions {
   source?: string;
   /** The `type` attribute of the events. Default `com.example.mock.reading`. */
   type?: string;
+  /**
+   * The `id` of item n (from 0); the same function gives the same items.
+   * Default `mock-<seed>-<n>`.
+   */
+  id?: (index: number) => string;
+  /**
+   * Extension attributes of every event (and of the JSON of malformed
+   * payloads), such as a tenant or a benchmark stamp; `classification` is
+   * drawn, so not allowed here. Default none.
+   */
+  extensions?: Readonly<Record<string, ExtensionValue>>;
   /** How many items to yield: an integer from 0. Default: no end. */
   count?: number;
 }
@@ -268,9 +287,10 @@ const encoder = new TextEncoder();
  * options. A plain (sync) generator: the caller sets the pace, for example
  * by drawing one item per tick of `mockSource`.
  *
- * Item n (from 0) is an event with `id` `mock-<seed>-<n>`, a `time` n
- * seconds after 2025-01-01T00:00:00Z, JSON data `{ seq: n, reading,
- * padding }` and a `classification` drawn by weight; or, with probability
+ * Item n (from 0) is an event with `id` `mock-<seed>-<n>` (or `id(n)`), a
+ * `time` n seconds after 2025-01-01T00:00:00Z, the given `extensions`, JSON
+ * data `{ seq: n, reading, padding }` and a `classification` drawn by
+ * weight; or, with probability
  * `malformedRatio`, a payload broken in one of the ways of
  * {@linkcode MalformedDefect}, with the code decoding gives as `reason`.
  * Payloads are what an MQTT 3.1.1 or 5 client would publish in structured
@@ -279,8 +299,10 @@ const encoder = new TextEncoder();
  * @param options The seed, the mix and the number of items.
  * @returns A generator of items.
  * @throws {TypeError} When an option has the wrong type.
- * @throws {RangeError} When a number is out of range, or `source`, `type`
- * or a classification is not a valid attribute value.
+ * @throws {RangeError} When a number is out of range, or `source`, `type`,
+ * an extension or a classification is not a valid attribute value. From the
+ * generator's `next()`: when `id` gives an invalid id, or with `exactSizes`
+ * when an item needs more bytes than its size.
  *
  * @example Decode a mix of valid and malformed payloads
  * ```ts
@@ -300,6 +322,23 @@ const encoder = new TextEncoder();
  *   }
  * }
  * console.log(events + malformed, malformed > 0); // 50 true
+ * ```
+ *
+ * @example Payloads of exactly 300 bytes, with ids and an extension of one's own
+ * ```ts
+ * import { mockCloudEvents } from "./mock_events.ts";
+ *
+ * const items = mockCloudEvents({
+ *   seed: 8,
+ *   sizes: { min: 300, max: 300 },
+ *   exactSizes: true,
+ *   malformedRatio: 0.5,
+ *   id: (index) => String(index).padStart(10, "0"),
+ *   extensions: { site: "north" },
+ *   count: 20,
+ * });
+ * const lengths = new Set([...items].map((item) => item.payload.length));
+ * console.log(lengths); // Set(1) { 300 }
  * ```
  *
  * @example Alerts only, small payloads
@@ -331,24 +370,38 @@ export function mockCloudEvents(
     seed,
     classifications = DEFAULT_CLASSIFICATIONS,
     sizes = { min: 200, max: 4096 },
+    exactSizes = false,
     malformedRatio = 0,
     source = "/mock/sensors",
     type = "com.example.mock.reading",
+    id = (index: number) => `mock-${seed}-${index}`,
+    extensions = {},
     count = Infinity,
   } = options;
   checkSeed(seed);
-  const weights = checkClassifications(classifications, source, type);
+  checkExtensions(extensions);
+  const weights = checkClassifications(
+    classifications,
+    source,
+    type,
+    extensions,
+  );
   checkSizes(sizes);
+  checkExactSizes(exactSizes);
   checkRatio(malformedRatio);
+  checkId(id);
   checkCount(count);
 
   return generate({
     seed,
     weights,
     sizes,
+    exactSizes,
     malformedRatio,
     source,
     type,
+    id,
+    extensions,
     count,
   });
 }
@@ -357,9 +410,12 @@ interface Settings {
   seed: number;
   weights: readonly (readonly [string, number])[];
   sizes: MockPayloadSizes;
+  exactSizes: boolean;
   malformedRatio: number;
   source: string;
   type: string;
+  id: (index: number) => string;
+  extensions: Readonly<Record<string, ExtensionValue>>;
   count: number;
 }
 
@@ -377,17 +433,24 @@ function* generate(
     const defect = DEFECTS[Math.floor(prng.next() * DEFECTS.length)];
 
     const fields: EventFields = {
-      id: `mock-${settings.seed}-${index}`,
+      id: settings.id(index),
       source: settings.source,
       type: settings.type,
       time: new Date(BASE_TIME + index * 1000).toISOString(),
       classification,
+      extensions: settings.extensions,
       seq: index,
       reading,
     };
-    yield malformed
-      ? malformedItem(fields, size, defect)
+    const item = malformed
+      ? malformedItem(fields, size, defect, settings.exactSizes)
       : eventItem(fields, size);
+    if (settings.exactSizes && item.payload.length !== size) {
+      throw new RangeError(
+        `mockCloudEvents() item ${index} needs ${item.payload.length} bytes, more than its size ${size} (option exactSizes)`,
+      );
+    }
+    yield item;
   }
 }
 
@@ -397,20 +460,32 @@ interface EventFields {
   type: string;
   time: string;
   classification: string | undefined;
+  extensions: Readonly<Record<string, ExtensionValue>>;
   seq: number;
   reading: number;
 }
 
 function eventItem(fields: EventFields, size: number): MockEventItem {
-  const make = (padding: string) =>
-    createCloudEvent({
-      id: fields.id,
-      source: fields.source,
-      type: fields.type,
-      time: fields.time,
-      classification: fields.classification,
-      data: { seq: fields.seq, reading: fields.reading, padding },
-    });
+  const make = (padding: string) => {
+    try {
+      return createCloudEvent({
+        id: fields.id,
+        source: fields.source,
+        type: fields.type,
+        time: fields.time,
+        classification: fields.classification,
+        extensions: fields.extensions,
+        data: { seq: fields.seq, reading: fields.reading, padding },
+      });
+    } catch (error) {
+      // Everything else was checked with the options: it is the id.
+      if (!isCloudEventError(error)) throw error;
+      throw new RangeError(
+        `mockCloudEvents() option id gave an invalid id for item ${fields.seq}: ${error.message}`,
+        { cause: error },
+      );
+    }
+  };
   let event = make("");
   let payload = serializeStructured(event);
   // Each "x" is one byte in the JSON text, so the padded payload is exact.
@@ -425,8 +500,33 @@ function malformedItem(
   fields: EventFields,
   size: number,
   defect: MalformedDefect,
+  exact: boolean,
 ): MockMalformedItem {
-  const json = (padding: string): Record<string, unknown> => ({
+  const bare = JSON.stringify(malformedJson(fields, "")).length;
+  // A "~" starts the padding, so that the last "~" of the text is inside it
+  // (data comes last) and can be turned into a byte that is not UTF-8.
+  let padded = Math.max(0, size - bare - 1);
+  let payload = brokenPayload(fields, padded, defect);
+  // Each defect adds or removes a fixed number of bytes, whatever the
+  // padding: one correction lands on the size when there is room for it.
+  const over = payload.length - size;
+  if (exact && over !== 0 && padded - over >= 0) {
+    padded -= over;
+    payload = brokenPayload(fields, padded, defect);
+  }
+  return {
+    kind: "malformed",
+    payload,
+    defect,
+    reason: MALFORMED_DEFECTS[defect],
+  };
+}
+
+function malformedJson(
+  fields: EventFields,
+  padding: string,
+): Record<string, unknown> {
+  return {
     specversion: "1.0",
     id: fields.id,
     source: fields.source,
@@ -434,55 +534,42 @@ function malformedItem(
     time: fields.time,
     datacontenttype: "application/json",
     classification: fields.classification,
+    ...fields.extensions,
     data: { seq: fields.seq, reading: fields.reading, padding },
-  });
-  const bare = JSON.stringify(json("")).length;
-  // A "~" starts the padding, so that the last "~" of the text is inside it
-  // (data comes last) and can be turned into a byte that is not UTF-8.
-  const padding = "~" + "x".repeat(Math.max(0, size - bare - 1));
-  const event = json(padding);
-  let text: string;
+  };
+}
+
+function brokenPayload(
+  fields: EventFields,
+  padded: number,
+  defect: MalformedDefect,
+): Uint8Array {
+  const padding = "~" + "x".repeat(padded);
+  const event = malformedJson(fields, padding);
   switch (defect) {
     case "not-json":
-      text = JSON.stringify(event).slice(0, -1);
-      break;
+      return encoder.encode(JSON.stringify(event).slice(0, -1));
     case "json-array":
-      text = `[${JSON.stringify(event)}]`;
-      break;
+      return encoder.encode(`[${JSON.stringify(event)}]`);
     case "missing-id":
       delete event.id;
-      text = JSON.stringify(event);
-      break;
+      return encoder.encode(JSON.stringify(event));
     case "specversion-0.3":
       event.specversion = "0.3";
-      text = JSON.stringify(event);
-      break;
+      return encoder.encode(JSON.stringify(event));
     case "bad-extension-name":
       event["Bad-Name"] = "x";
-      text = JSON.stringify(event);
-      break;
+      return encoder.encode(JSON.stringify(event));
     case "invalid-base64":
       delete event.data;
       event.data_base64 = `*${padding.slice(1)}`;
-      text = JSON.stringify(event);
-      break;
+      return encoder.encode(JSON.stringify(event));
     case "not-utf8": {
       const bytes = encoder.encode(JSON.stringify(event));
       bytes[bytes.lastIndexOf(0x7e)] = 0xff;
-      return {
-        kind: "malformed",
-        payload: bytes,
-        defect,
-        reason: "invalid-encoding",
-      };
+      return bytes;
     }
   }
-  return {
-    kind: "malformed",
-    payload: encoder.encode(text),
-    defect,
-    reason: MALFORMED_DEFECTS[defect],
-  };
 }
 
 function weighted(
@@ -520,6 +607,7 @@ function checkClassifications(
   classifications: unknown,
   source: unknown,
   type: unknown,
+  extensions: Readonly<Record<string, ExtensionValue>>,
 ): (readonly [string, number])[] {
   if (typeof classifications !== "object" || classifications === null) {
     throw new TypeError(
@@ -548,7 +636,7 @@ function checkClassifications(
       );
     }
     total += weight;
-    probe(source as string, type as string, name);
+    probe(source as string, type as string, name, extensions);
   }
   if (!(total > 0 && total < Infinity)) {
     throw new RangeError(
@@ -560,7 +648,12 @@ function checkClassifications(
 
 // The attributes come from the caller; check them once here, not on the
 // first event.
-function probe(source: string, type: string, classification: string): void {
+function probe(
+  source: string,
+  type: string,
+  classification: string,
+  extensions: Readonly<Record<string, ExtensionValue>>,
+): void {
   try {
     createCloudEvent({
       id: "probe",
@@ -570,6 +663,7 @@ function probe(source: string, type: string, classification: string): void {
       classification: classification === NO_CLASSIFICATION
         ? undefined
         : classification,
+      extensions,
     });
   } catch (error) {
     if (!isCloudEventError(error)) throw error;
@@ -602,6 +696,46 @@ function checkSizes(sizes: unknown): asserts sizes is MockPayloadSizes {
   ) {
     throw new RangeError(
       `mockCloudEvents() option sizes must be integers with 0 <= min <= max <= ${MAX_MQTT_PAYLOAD}; got min ${min}, max ${max}`,
+    );
+  }
+}
+
+function checkExtensions(
+  extensions: unknown,
+): asserts extensions is Readonly<Record<string, ExtensionValue>> {
+  if (
+    typeof extensions !== "object" || extensions === null ||
+    Array.isArray(extensions)
+  ) {
+    throw new TypeError(
+      `mockCloudEvents() option extensions must be an object of attributes; got ${
+        describeValue(extensions)
+      }`,
+    );
+  }
+  if (Object.hasOwn(extensions, "classification")) {
+    throw new RangeError(
+      "mockCloudEvents() option extensions must not set classification; it is drawn from option classifications",
+    );
+  }
+}
+
+function checkExactSizes(exact: unknown): asserts exact is boolean {
+  if (typeof exact !== "boolean") {
+    throw new TypeError(
+      `mockCloudEvents() option exactSizes must be a boolean; got ${
+        describeValue(exact)
+      }`,
+    );
+  }
+}
+
+function checkId(id: unknown): asserts id is (index: number) => string {
+  if (typeof id !== "function") {
+    throw new TypeError(
+      `mockCloudEvents() option id must be a function of the index; got ${
+        describeValue(id)
+      }`,
     );
   }
 }

@@ -104,6 +104,93 @@ Deno.test("mockCloudEvents() pads events to the drawn size", () => {
   assert.ok(exact.every((item) => item.payload.length === 777));
 });
 
+Deno.test("mockCloudEvents() with exactSizes makes every payload, malformed ones too, exactly its size", () => {
+  for (const size of [256, 1000, 4096]) {
+    const items = take({
+      seed: size,
+      sizes: { min: size, max: size },
+      exactSizes: true,
+      malformedRatio: 0.5,
+      source: "/b",
+      type: "t",
+    }, 700);
+    const defects = new Set<string>();
+    for (const item of items) {
+      assert.equal(item.payload.length, size, `${item.kind} at ${size}`);
+      if (item.kind === "malformed") {
+        defects.add(item.defect);
+        assert.equal(decode(item.payload, 5), item.reason, item.defect);
+      } else {
+        assert.deepEqual(parseStructured(item.payload), item.event);
+      }
+    }
+    assert.equal(defects.size, Object.keys(MALFORMED_DEFECTS).length);
+  }
+  const ranged = take({
+    seed: 5,
+    sizes: { min: 300, max: 9000 },
+    exactSizes: true,
+    malformedRatio: 0.3,
+  }, 300);
+  const drawn = take({ seed: 5, sizes: { min: 300, max: 9000 } }, 300);
+  ranged.forEach((item, n) => {
+    if (item.kind === "event") assert.deepEqual(item, drawn[n]);
+    else {assert.ok(
+        Math.abs(item.payload.length - drawn[n].payload.length) <= 30,
+      );}
+  });
+});
+
+Deno.test("mockCloudEvents() with exactSizes throws for an item that cannot be that small", () => {
+  const items = mockCloudEvents({
+    seed: 1,
+    sizes: { min: 100, max: 100 },
+    exactSizes: true,
+  });
+  assert.throws(() => items.next(), {
+    name: "RangeError",
+    message: /item 0 needs \d+ bytes, more than its size 100/,
+  });
+  // Without it, the event comes out larger than its size.
+  const [loose] = take({ seed: 1, sizes: { min: 100, max: 100 } }, 1);
+  assert.ok(loose.payload.length > 100);
+});
+
+Deno.test("mockCloudEvents() takes ids and extensions, in events and malformed payloads", () => {
+  const items = take({
+    seed: 12,
+    malformedRatio: 0.5,
+    id: (index) => `device-7/${index}`,
+    extensions: { tenant: "acme", firmware: 42, calibrated: true },
+  }, 200);
+  for (const [n, item] of items.entries()) {
+    if (item.kind === "event") {
+      assert.equal(item.event.id, `device-7/${n}`);
+      assert.equal(item.event.tenant, "acme");
+      assert.equal(item.event.firmware, 42);
+      assert.equal(item.event.calibrated, true);
+    } else if (item.defect === "specversion-0.3") {
+      const json = JSON.parse(new TextDecoder().decode(item.payload));
+      assert.equal(json.id, `device-7/${n}`);
+      assert.equal(json.tenant, "acme");
+    }
+  }
+  const defaults = take({ seed: 12, malformedRatio: 0.5 }, 200);
+  assert.deepEqual(
+    items.map((item) => item.kind),
+    defaults.map((item) => item.kind),
+    "the options change no draw",
+  );
+});
+
+Deno.test("mockCloudEvents() throws from next() when id gives an invalid id", () => {
+  const items = mockCloudEvents({ seed: 1, id: () => "" });
+  assert.throws(() => items.next(), {
+    name: "RangeError",
+    message: /option id gave an invalid id for item 0/,
+  });
+});
+
 Deno.test("mockCloudEvents() never pads below what an event needs", () => {
   const items = take({ seed: 4, sizes: { min: 0, max: 0 } }, 20);
   for (const item of items) {
@@ -204,6 +291,27 @@ Deno.test("mockCloudEvents() validates its options", () => {
       /min and max; got 1 and nothing/,
     ],
     [{ seed: 1, malformedRatio: 1.5 }, "RangeError", /from 0 to 1; got 1.5/],
+    [
+      { seed: 1, exactSizes: "yes" },
+      "TypeError",
+      /exactSizes must be a boolean; got "yes"/,
+    ],
+    [{ seed: 1, id: "x" }, "TypeError", /id must be a function of the index/],
+    [
+      { seed: 1, extensions: [] },
+      "TypeError",
+      /extensions must be an object of attributes; got an array/,
+    ],
+    [
+      { seed: 1, extensions: { classification: "alert" } },
+      "RangeError",
+      /must not set classification/,
+    ],
+    [
+      { seed: 1, extensions: { "Bad-Name": "x" } },
+      "RangeError",
+      /make invalid events: .*Bad-Name/,
+    ],
     [
       { seed: 1, count: -2 },
       "RangeError",

@@ -3,7 +3,8 @@
  * `Deno.*` or `Buffer`):
  *
  * - {@linkcode combine}: the items of a stream until a promise settles or a
- *   signal aborts, with the source released and the item in flight nacked;
+ *   signal aborts, with the source released and the item in flight handed
+ *   back (nacked, or given to `onAbandoned`; logged if neither can be);
  * - {@linkcode mockSource}: items at a steady rate, without drift;
  * - {@linkcode mockCloudEvents}: deterministic CloudEvents test payloads,
  *   valid and malformed;
@@ -35,6 +36,7 @@ export type {
   CloudEventError,
   CloudEventErrorCode,
   CloudEventErrorOptions,
+  ExtensionValue,
 } from "../cloudevents/mod.ts";
 export type {
   Envelope,
