@@ -17,6 +17,23 @@ export class PartitionTrack {
   #committed = -1n;
   /** The highest offset handed out, to skip records fetched twice. */
   #last = -1n;
+  #revoked = new AbortController();
+
+  /**
+   * Aborts when the partition is revoked, so that work waiting on one of its
+   * records (a retry delay) ends at once instead of running for a partition
+   * this consumer no longer owns.
+   */
+  get revoked(): AbortSignal {
+    return this.#revoked.signal;
+  }
+
+  /** Marks the partition as revoked: aborts {@linkcode revoked}. */
+  revoke(): void {
+    this.#revoked.abort(
+      new Error("The partition was revoked from this consumer"),
+    );
+  }
 
   /**
    * Registers an offset handed out. Returns `false` when it was handed out
@@ -129,8 +146,9 @@ export class CommitTracker {
   }
 
   /**
-   * Forgets partitions not in `assignment` (revoked in a rebalance). Their
-   * later acknowledgements are ignored; nothing is committed for them.
+   * Forgets partitions not in `assignment` (revoked in a rebalance) and
+   * revokes their tracks. Their later acknowledgements are ignored; nothing
+   * is committed for them.
    *
    * @returns The partitions dropped.
    */
@@ -143,6 +161,7 @@ export class CommitTracker {
       const partition = Number(key.slice(0, colon));
       const topic = key.slice(colon + 1);
       if (!assignment[topic]?.includes(partition)) {
+        this.#tracks.get(key)!.revoke();
         this.#tracks.delete(key);
         dropped.push({ topic, partition });
       }

@@ -73,3 +73,18 @@ Deno.test("CommitTracker drops revoked partitions and ignores their acks", () =>
   tracker.committed([{ topic: "a", partition: 1, offset: "1" }]);
   assert.deepEqual(tracker.pendingCommits(), []);
 });
+
+Deno.test("CommitTracker aborts the revoked signal of dropped tracks only", () => {
+  const tracker = new CommitTracker();
+  const a0 = tracker.track("a", 0);
+  const a1 = tracker.track("a", 1);
+  const aborted: string[] = [];
+  a0.revoked.addEventListener("abort", () => aborted.push("a0"));
+  a1.revoked.addEventListener("abort", () => aborted.push("a1"));
+  tracker.retain({ a: [1] });
+  assert.deepEqual(aborted, ["a0"]);
+  assert.equal(a0.revoked.aborted, true);
+  assert.equal(a1.revoked.aborted, false);
+  // A track given again after reassignment starts unrevoked.
+  assert.equal(tracker.track("a", 0).revoked.aborted, false);
+});

@@ -277,6 +277,12 @@ export interface NackPolicy {
   /** Upper bound of any retry delay, in milliseconds. Default 10000. */
   maxDelayMs?: number;
   /**
+   * Where the jitter comes from: returns a number from 0 (included) to 1
+   * (excluded), as `Math.random` does, which is the default. A fixed one
+   * makes the delays repeatable; see {@linkcode retryDelayMs}.
+   */
+  random?: () => number;
+  /**
    * When attempts run out: write the record to `deadLetterTopic` and move
    * on (`"dead-letter"`, the default), or end the stream with an error
    * (`"stop"`), leaving the record uncommitted.
@@ -333,6 +339,15 @@ export interface KafkaStreamOptions extends KafkaConnectionOptions {
    * long stopping takes. Default 1000.
    */
   maxWaitTimeMs?: number;
+  /**
+   * How long the group waits for a heartbeat of this consumer before it
+   * gives its partitions to others, in milliseconds: after a crash, how long
+   * until its uncommitted records are read again. Heartbeats are sent every
+   * third of it, at most 3 s apart, also while fetching is paused. The
+   * broker refuses values outside its `group.min.session.timeout.ms` (6000
+   * by default) and `group.max.session.timeout.ms`. Default 30000.
+   */
+  sessionTimeoutMs?: number;
   /** Commit at least this often while acknowledgements arrive, in ms. Default 1000. */
   commitIntervalMs?: number;
   /** Commit at once after this many acknowledgements. Default 500. */
@@ -384,6 +399,11 @@ export interface KafkaStream
   commit(): Promise<void>;
   /** Records fetched and not yet settled (queued, handed out or retrying). */
   readonly inFlight: number;
+  /**
+   * The partitions whose fetching is paused now, as the Kafka client reports
+   * them: those that reached `maxInFlight`, or all while the stream drains.
+   */
+  readonly paused: ReadonlyArray<{ topic: string; partition: number }>;
 }
 
 /**
@@ -395,10 +415,13 @@ export interface KafkaStream
  * acknowledged records of each partition, so acknowledging out of order
  * never commits past a record in work. Commits are batched (`commitEvery`,
  * `commitIntervalMs`) and flushed when the stream ends and when a rebalance
- * starts. A record whose partition was revoked can still be settled; that
- * does nothing, and the partition's new owner reads it again from the last
- * commit. The outcome is at-least-once: after a crash, what was not
- * committed is read again.
+ * starts, before this consumer rejoins the group, so a partition moves with
+ * its acknowledged prefix committed. A record whose partition was revoked can
+ * still be settled: `ack()` and `nack()` then do nothing (no commit, retry,
+ * dead-letter write or stop; logged at debug), a retry waiting for it is
+ * cancelled, and the partition's new owner reads it again from the last
+ * commit. The outcome is at-least-once: after a crash, what was not committed
+ * is read again once `sessionTimeoutMs` has passed.
  *
  * `nack()` retries the record in this stream after a backoff with full
  * jitter, up to `nack.maxAttempts`, then writes it to the dead-letter topic
@@ -436,6 +459,7 @@ export function kafkaStream(options: KafkaStreamOptions): KafkaStream {
     initialDelayMs: options.nack?.initialDelayMs ?? 200,
     maxDelayMs: options.nack?.maxDelayMs ?? 10000,
     exhausted: options.nack?.exhausted ?? "dead-letter",
+    random: options.nack?.random ?? Math.random,
   };
   if (policy.exhausted === "dead-letter" && !options.deadLetterTopic) {
     throw new TypeError(
@@ -450,7 +474,48 @@ export function kafkaStream(options: KafkaStreamOptions): KafkaStream {
   return Object.defineProperties(generator, {
     commit: { value: () => state.flushCommits() },
     inFlight: { get: () => state.inFlight },
+    paused: { get: () => state.paused },
   }) as KafkaStream;
+}
+
+/**
+ * The delay before retry number `attempt` of a nacked record: exponential
+ * backoff with full jitter, capped. The bound starts at `initialDelayMs`,
+ * doubles with each attempt and never exceeds `maxDelayMs`; the delay is a
+ * uniformly random point below it, so that records that failed together do
+ * not all come back at once. Internal to the package: not exported by
+ * `mod.ts`.
+ *
+ * @param attempt The delivery that failed: 1 for the first.
+ * @param bounds The first bound and the cap, in milliseconds.
+ * @param random A number from 0 (included) to 1 (excluded).
+ * @returns The delay, in milliseconds, from 0 up to (not including) the bound.
+ * @throws {RangeError} When `attempt` is not a positive integer.
+ *
+ * @example The bound doubles, then stays at the cap
+ * ```ts
+ * import { retryDelayMs } from "./stream.ts";
+ *
+ * const bounds = { initialDelayMs: 100, maxDelayMs: 300 };
+ * const half = () => 0.5;
+ * console.log([1, 2, 3].map((n) => retryDelayMs(n, bounds, half))); // [50, 100, 150]
+ * ```
+ */
+export function retryDelayMs(
+  attempt: number,
+  bounds: { readonly initialDelayMs: number; readonly maxDelayMs: number },
+  random: () => number = Math.random,
+): number {
+  if (!Number.isInteger(attempt) || attempt < 1) {
+    throw new RangeError(
+      `retryDelayMs needs an attempt number from 1, got ${attempt}`,
+    );
+  }
+  const bound = Math.min(
+    bounds.maxDelayMs,
+    bounds.initialDelayMs * 2 ** (attempt - 1),
+  );
+  return random() * bound;
 }
 
 type Policy = Required<NackPolicy>;
@@ -459,6 +524,7 @@ class StreamState {
   #options: KafkaStreamOptions;
   #policy: Policy;
   #maxInFlight: number;
+  #sessionTimeoutMs: number;
   #tracker = new CommitTracker();
   #queue: KafkaEnvelope[] = [];
   #inFlight = 0;
@@ -473,6 +539,8 @@ class StreamState {
   #deadLetters: Promise<KafkaSink> | undefined;
   #deadLettering = new Set<Promise<void>>();
   #stop = new AbortController();
+  /** Ends retry waits when the stream drains: nobody would take the retry. */
+  #retryWaits = new AbortController();
 
   constructor(options: KafkaStreamOptions, policy: Policy) {
     this.#options = options;
@@ -481,6 +549,14 @@ class StreamState {
     if (!Number.isInteger(this.#maxInFlight) || this.#maxInFlight < 1) {
       throw new RangeError(
         `kafkaStream maxInFlight must be a positive integer, got ${this.#maxInFlight}`,
+      );
+    }
+    this.#sessionTimeoutMs = options.sessionTimeoutMs ?? 30000;
+    if (
+      !Number.isInteger(this.#sessionTimeoutMs) || this.#sessionTimeoutMs < 3
+    ) {
+      throw new RangeError(
+        `kafkaStream sessionTimeoutMs must be an integer of at least 3 (ms), got ${this.#sessionTimeoutMs}`,
       );
     }
   }
@@ -495,11 +571,17 @@ class StreamState {
       groupId: options.groupId,
       allowAutoTopicCreation: false,
       maxWaitTimeInMs: options.maxWaitTimeMs ?? 1000,
+      sessionTimeout: this.#sessionTimeoutMs,
+      heartbeatInterval: Math.min(
+        3000,
+        Math.floor(this.#sessionTimeoutMs / 3),
+      ),
     });
     this.#consumer = consumer;
-    const timer = setInterval(() => {
-      this.flushCommits().catch(() => {});
-    }, options.commitIntervalMs ?? 1000);
+    const timer = setInterval(
+      () => this.#flushInBackground("interval"),
+      options.commitIntervalMs ?? 1000,
+    );
     try {
       try {
         await connectWithRetry(() => consumer.connect(), options.brokers, {
@@ -512,8 +594,18 @@ class StreamState {
       consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
         this.#onAssignment(payload.memberAssignment);
       });
+      // A rebalance takes partitions away when this consumer rejoins the
+      // group. kafkajs emits REBALANCING just before it rejoins and offers no
+      // hook to wait in, so the commit is sent from here at once, ahead of
+      // any commit under way. Rejoining first asks for the group coordinator
+      // (a round trip) and only then sends JoinGroup, on the coordinator
+      // connection where this commit already is; Kafka answers the requests
+      // of a connection in order, and takes commits of the current
+      // generation while the group prepares to rebalance. So the acknowledged
+      // prefix is committed before the partitions can move.
       consumer.on(consumer.events.REBALANCING, () => {
-        this.flushCommits().catch(() => {});
+        // It never rejects: a failure is logged there.
+        void this.#commitBeforeRejoin();
       });
       await consumer.subscribe({
         topics: [...options.topics],
@@ -548,9 +640,12 @@ class StreamState {
         Promise.allSettled(this.#deadLettering),
         options.drainTimeoutMs ?? 10000,
       );
-      this.#stop.abort(
-        new DataExchangeError("stream-closed", "The Kafka stream ended"),
+      const closed = new DataExchangeError(
+        "stream-closed",
+        "The Kafka stream ended",
       );
+      this.#retryWaits.abort(closed);
+      this.#stop.abort(closed);
       await this.flushCommits().catch((error) =>
         logger.warn("Final Kafka commit failed: {error}", {
           error: describeError(error),
@@ -566,23 +661,65 @@ class StreamState {
     return this.#inFlight;
   }
 
+  get paused(): Array<{ topic: string; partition: number }> {
+    return (this.#consumer?.paused() ?? []).flatMap(({ topic, partitions }) =>
+      partitions.map((partition) => ({ topic, partition }))
+    );
+  }
+
   /** Commits what may be committed; one commit request at a time. */
   flushCommits(): Promise<void> {
-    const next = this.#committing.then(async () => {
-      const consumer = this.#consumer;
-      const commits = this.#tracker.pendingCommits();
-      if (consumer === undefined || commits.length === 0) return;
-      this.#acksSinceCommit = 0;
-      await consumer.commitOffsets(commits);
-      this.#tracker.committed(commits);
-      logger.debug("Committed {count} partition offsets", {
-        count: commits.length,
-        commits,
-      });
-      this.#options.onCommit?.(commits);
-    });
+    const next = this.#committing.then(() => this.#commit());
+    // The caller gets the failure; the chain only orders the requests.
     this.#committing = next.catch(() => {});
     return next;
+  }
+
+  /** A commit nobody waits for (interval, count): a failure is logged. */
+  #flushInBackground(trigger: "interval" | "count"): void {
+    this.flushCommits().catch((error) =>
+      logger.warn(
+        "Kafka commit ({trigger}) failed; the next one commits the same offsets: {error}",
+        {
+          trigger,
+          groupId: this.#options.groupId,
+          error: describeError(error),
+        },
+      )
+    );
+  }
+
+  /**
+   * Commits at once, without waiting for a commit under way: the request
+   * must be on its way before kafkajs rejoins the group (see the REBALANCING
+   * handler). Kafka handles both requests in the order they were sent, and
+   * this one carries offsets at least as far along.
+   */
+  #commitBeforeRejoin(): Promise<void> {
+    const now = this.#commit().catch((error) => {
+      logger.warn(
+        "Kafka commit before a rebalance failed; the next owners of the partitions read again from the last commit: {error}",
+        { groupId: this.#options.groupId, error: describeError(error) },
+      );
+    });
+    const previous = this.#committing;
+    this.#committing = Promise.all([previous, now]).then(() => {});
+    return now;
+  }
+
+  /** Sends the pending commits; the request is written before any I/O wait. */
+  async #commit(): Promise<void> {
+    const consumer = this.#consumer;
+    const commits = this.#tracker.pendingCommits();
+    if (consumer === undefined || commits.length === 0) return;
+    this.#acksSinceCommit = 0;
+    await consumer.commitOffsets(commits);
+    this.#tracker.committed(commits);
+    logger.debug("Committed {count} partition offsets", {
+      count: commits.length,
+      commits,
+    });
+    this.#options.onCommit?.(commits);
   }
 
   async #take(payload: EachBatchPayload): Promise<void> {
@@ -614,7 +751,16 @@ class StreamState {
       }
       payload.resolveOffset(message.offset);
     }
-    await payload.heartbeat();
+    try {
+      await payload.heartbeat();
+    } catch (error) {
+      // The group is rebalancing and kafkajs rejoins once this throws: commit
+      // first, and wait for it, while this member's generation is current.
+      if ((error as { type?: unknown }).type === "REBALANCE_IN_PROGRESS") {
+        await this.#commitBeforeRejoin();
+      }
+      throw error;
+    }
   }
 
   #envelope(
@@ -630,11 +776,19 @@ class StreamState {
       ack: () => {
         if (settled) return;
         settled = true;
+        if (track.revoked.aborted) this.#logRevoked("Ack", record);
         this.#settle(record, track);
       },
       nack: (reason: unknown) => {
         if (settled) return;
         settled = true;
+        if (track.revoked.aborted) {
+          // Neither retried, dead-lettered nor fatal: the partition's new
+          // owner reads the record again from the last commit.
+          this.#logRevoked("Nack", record);
+          this.#settle(record, track);
+          return;
+        }
         this.#unsettled--;
         this.#nack(record, track, attempt, reason, envelope.kind === "invalid");
       },
@@ -667,16 +821,34 @@ class StreamState {
       if (track.ack(BigInt(record.offset))) {
         this.#acksSinceCommit++;
         if (this.#acksSinceCommit >= (this.#options.commitEvery ?? 500)) {
-          this.flushCommits().catch(() => {});
+          this.#flushInBackground("count");
         }
       }
     }
-    if (this.#inFlight < this.#maxInFlight && this.#paused.length > 0) {
-      for (const resume of this.#paused.splice(0)) resume();
-    }
+    this.#resumeBelowCap();
     if (this.#unsettled === 0) {
       for (const resolve of this.#settledWaiters.splice(0)) resolve();
     }
+  }
+
+  #resumeBelowCap(): void {
+    if (this.#inFlight < this.#maxInFlight && this.#paused.length > 0) {
+      for (const resume of this.#paused.splice(0)) resume();
+    }
+  }
+
+  #logRevoked(what: "Ack" | "Nack" | "Retry", record: ConsumedRecord): void {
+    logger.debug(
+      "{what} of {topic}/{partition}@{offset} ignored: the partition was revoked",
+      {
+        what,
+        topic: record.topic,
+        partition: record.partition,
+        offset: record.offset,
+        groupId: this.#options.groupId,
+        clientId: this.#options.clientId,
+      },
+    );
   }
 
   #nack(
@@ -696,11 +868,7 @@ class StreamState {
     // be built from the event) is not retried either.
     const permanent = isDataExchangeError(reason) && !reason.retriable;
     if (!invalid && !permanent && attempt < policy.maxAttempts) {
-      const bound = Math.min(
-        policy.maxDelayMs,
-        policy.initialDelayMs * 2 ** (attempt - 1),
-      );
-      const delayMs = Math.random() * bound;
+      const delayMs = retryDelayMs(attempt, policy, policy.random);
       logger.warn(
         "Record nacked; attempt {attempt} of {maxAttempts}, retrying in {delayMs} ms: {error}",
         {
@@ -711,13 +879,22 @@ class StreamState {
           error: describeError(reason),
         },
       );
-      this.#unsettledWhileWaiting(
-        abortableDelay(delayMs, this.#stop.signal).then(() => {
-          this.#queue.push(this.#envelope(record, track, attempt + 1));
-          this.#notify();
-        }),
-        record,
-      );
+      const waiting = abortableDelay(
+        delayMs,
+        AbortSignal.any([this.#retryWaits.signal, track.revoked]),
+      ).then(() => {
+        this.#queue.push(this.#envelope(record, track, attempt + 1));
+        this.#notify();
+      }, () => {
+        if (this.#retryWaits.signal.aborted) {
+          // Ending: the record stays uncommitted and is read again later.
+          return;
+        }
+        // Revoked while waiting: the record is no longer this consumer's.
+        this.#logRevoked("Retry", record);
+        this.#settle(record, track, false);
+      });
+      this.#unsettledWhileWaiting(waiting, record);
       return;
     }
     if (policy.exhausted === "stop") {
@@ -801,7 +978,14 @@ class StreamState {
     );
     this.#inFlight -= this.#queue.length - kept.length;
     this.#queue = kept;
-    logger.info("Partitions revoked: {partitions}", { partitions: dropped });
+    logger.info("Partitions revoked: {partitions}", {
+      partitions: dropped,
+      groupId: this.#options.groupId,
+      clientId: this.#options.clientId,
+    });
+    // Records dropped from the queue may bring the count below the cap with
+    // nothing left to settle: resume the partitions still owned now.
+    this.#resumeBelowCap();
   }
 
   async #drain(timeoutMs: number): Promise<void> {
@@ -809,6 +993,11 @@ class StreamState {
     // and heartbeats go on while paused.
     this.#paused.length = 0;
     this.#consumer?.pause(this.#options.topics.map((topic) => ({ topic })));
+    // What waits for a retry is left uncommitted rather than waited for: the
+    // retry would come after the stream stopped handing records out.
+    this.#retryWaits.abort(
+      new DataExchangeError("stream-closed", "The Kafka stream is draining"),
+    );
     if (this.#unsettled === 0) return;
     await settleWithin(
       new Promise<void>((resolve) => this.#settledWaiters.push(resolve)),
