@@ -496,8 +496,8 @@ Deno.test({
       const stats = await running;
       assert.equal(stats.toMqtt.published, count);
     } finally {
-      // After a failure, PUBACKs may still be held: the bridge waits for
-      // them, without a time limit, when it stops.
+      // After a failure, PUBACKs may still be held: release them, so that
+      // the stop below does not have to wait out the drain budget.
       await broker.pubackAll().catch(() => undefined);
       controller.abort();
       let timer: ReturnType<typeof setTimeout> | undefined;
@@ -505,6 +505,123 @@ Deno.test({
         // On failure, the failure above is the one to report.
         running?.catch(() => undefined),
         new Promise((resolve) => timer = setTimeout(resolve, 30_000)),
+      ]);
+      clearTimeout(timer);
+      await admin.disconnect();
+      broker.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "bridge stops within its drain budget while the MQTT broker holds PUBACKs, and leaves those records uncommitted",
+  ignore: brokers === undefined,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const id = uniqueName("k2m-held-stop");
+    const commands = `${id}.commands`;
+    const groupId = `${id}-group`;
+    await createTopics(brokers!.kafkaBrokers, [commands, `${id}.dlq`]);
+    const broker = new PubackHoldingBroker();
+    const admin = new Kafka({
+      brokers: brokers!.kafkaBrokers,
+      logLevel: logLevel.NOTHING,
+    }).admin();
+    await admin.connect();
+    const controller = new AbortController();
+    const drainTimeoutMs = 1000;
+    let running: ReturnType<typeof runBridge> | undefined;
+    try {
+      running = runBridge(
+        parseConfig({
+          mqtt: {
+            url: broker.url,
+            topics: [`${id}/unused/#`],
+            clientId: `${id}-bridge`,
+          },
+          kafka: { brokers: brokers!.kafkaBrokers },
+          routes: {},
+          defaultTopic: `${id}.default`,
+          deadLetterTopic: `${id}.dlq`,
+          kafkaToMqtt: [{
+            topics: [commands],
+            mqttTopic: `${id}/devices/{subject}/commands`,
+            groupId,
+            fromBeginning: true,
+          }],
+          drainTimeoutMs,
+          log: { level: "error" },
+        }),
+        { signal: controller.signal },
+      );
+      const count = 3;
+      {
+        await using sink = await KafkaSink.connect({
+          brokers: brokers!.kafkaBrokers,
+        });
+        for (let i = 0; i < count; i++) {
+          await sink.send(
+            commands,
+            toKafkaRecord(createCloudEvent({
+              source: "/k2m-held-stop-test",
+              type: "dev.dataexchange.command",
+              subject: `d${i}`,
+            })),
+          );
+        }
+      }
+      await waitUntil(
+        "every record published to MQTT",
+        () => broker.publishes.length >= count,
+        30_000,
+        () => broker.publishes.map((p) => p.topic),
+      );
+
+      // No PUBACK ever comes: the stop must not wait for one beyond the
+      // drain budget (the limit below only turns a hang into a failure).
+      const stoppedAt = performance.now();
+      controller.abort();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const stats = await Promise.race([
+        running,
+        new Promise<never>((_, reject) =>
+          timer = setTimeout(
+            () =>
+              reject(
+                new Error(
+                  `the bridge did not stop within 30 s of the stop signal (drain budget ${drainTimeoutMs} ms) while PUBACKs were held`,
+                ),
+              ),
+            30_000,
+          )
+        ),
+      ]).finally(() => clearTimeout(timer));
+      const stopMs = Math.round(performance.now() - stoppedAt);
+      assert.equal(stats.toMqtt.published, 0);
+      assert.equal(stats.toMqtt.failed, count);
+      const [offsets] = await admin.fetchOffsets({
+        groupId,
+        topics: [commands],
+      });
+      assert.equal(
+        Number(offsets.partitions[0].offset),
+        -1,
+        "records whose PUBACK never came must stay uncommitted",
+      );
+      console.log(
+        `[k2m] stop with ${count} PUBACKs held: stopped after ${stopMs} ms (drain budget ${drainTimeoutMs} ms), committed none`,
+      );
+    } finally {
+      controller.abort();
+      // A bridge that hangs here is the failure reported above: release the
+      // PUBACKs and give it a while, rather than hang the test run.
+      await broker.pubackAll().catch(() => undefined);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        running?.catch(() => undefined),
+        new Promise((resolve) => timer = setTimeout(resolve, 10_000)),
       ]);
       clearTimeout(timer);
       await admin.disconnect();

@@ -373,6 +373,7 @@ async function kafkaToMqtt(
           topic: topicTemplate(route.mqttTopic),
           reconnectPeriodMs: config.mqtt.reconnectPeriodMs,
           reconnectMaxDelayMs: config.mqtt.reconnectMaxDelayMs,
+          closeTimeoutMs: config.drainTimeoutMs,
           signal: connecting.signal,
         }),
       {
@@ -407,6 +408,10 @@ async function kafkaToMqtt(
     mqttTopic: route.mqttTopic,
     groupId,
   });
+  // At the stop, publishes still waiting for their PUBACK get the drain
+  // budget; after it they fail, and their records stay uncommitted.
+  const closeOnStop = () => void sink.close();
+  signal.addEventListener("abort", closeOnStop, { once: true });
   try {
     const stream = kafkaStream({
       ...kafka,
@@ -425,6 +430,7 @@ async function kafkaToMqtt(
     stats.toMqtt.failed += result.failed;
     stats.toMqtt.invalid += result.invalid;
   } finally {
+    signal.removeEventListener("abort", closeOnStop);
     await sink.close();
   }
 }
