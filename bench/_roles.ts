@@ -538,7 +538,7 @@ async function bridgeInProcess(options: BridgeInProcessOptions): Promise<void> {
     deadLettered: 0,
     failed: 0,
     inFlight: 0,
-    toMqtt: { published: 0, failed: 0, invalid: 0 },
+    toMqtt: { published: 0, failed: 0, invalid: 0, deadLettered: 0 },
   };
   const running = runBridge(parseConfig(options.config), {
     signal: stop.signal,

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { BridgeMetrics } from "../src/metrics/mod.ts";
 import mqtt from "mqtt";
 import { Kafka, logLevel } from "kafkajs";
 import {
@@ -66,7 +67,11 @@ Deno.test({
       log: { level: "warning" },
     });
     const controller = new AbortController();
-    const running = runBridge(config, { signal: controller.signal });
+    const metrics = new BridgeMetrics({
+      routes: [],
+      kafkaToMqttRoutes: ["0"],
+    });
+    const running = runBridge(config, { signal: controller.signal, metrics });
 
     const count = 100;
     const events = Array.from({ length: count }, (_, i) =>
@@ -124,6 +129,10 @@ Deno.test({
     assert.equal(header(dead.message, "dx-error"), "topic-template");
     assert.equal(header(dead.message, "dx-source-topic"), commands);
     assert.equal(stats.toMqtt.published, count);
+    assert.equal(stats.toMqtt.deadLettered, 1);
+    const counted = metrics.snapshot();
+    assert.equal(counted.deadLettered.kafka_to_mqtt["topic-template"], 1);
+    assert.equal(counted.delivered.kafka_to_mqtt["0"], count);
 
     // Everything was settled, so the group committed past the last record.
     const admin = new Kafka({

@@ -13,7 +13,9 @@ import assert from "node:assert/strict";
 import {
   createCloudEvent,
   serializeStructured,
+  toKafkaRecord,
 } from "../src/cloudevents/mod.ts";
+import { KafkaSink, kafkaStream } from "../src/kafka/mod.ts";
 import {
   isBrokerUnavailableError,
   type KafkaBroker,
@@ -25,7 +27,13 @@ import {
   type TestCertificates,
 } from "../tools/brokers/tls.ts";
 import { type LogLine, parseLine, spawnCli, waitFor } from "./_bridge.ts";
-import { publishAll, readTopics, uniqueName } from "./_kafka.ts";
+import {
+  createTopics,
+  header,
+  publishAll,
+  readTopics,
+  uniqueName,
+} from "./_kafka.ts";
 
 /** The SASL user of the test Kafka (SCRAM and PLAIN). */
 const SCRAM_USER = "bridge";
@@ -736,5 +744,62 @@ Deno.test({
       ),
     );
     assert.match(error, /trust the CA that signed it/);
+  },
+});
+
+Deno.test({
+  name:
+    "kafkaStream writes its dead letters over the consumer's own TLS and SASL settings",
+  ignore,
+  ...sanitize,
+  async fn() {
+    const id = uniqueName("secure-dlq");
+    const topic = `${id}.commands`;
+    const deadLetterTopic = `${id}.dlq`;
+    const plain = secure!.kafka.brokers;
+    await createTopics(plain, [topic, deadLetterTopic]);
+    const event = createCloudEvent({
+      source: "/security-test",
+      type: "dev.dataexchange.command",
+    });
+    {
+      await using sink = await KafkaSink.connect({ brokers: plain });
+      await sink.send(topic, toKafkaRecord(event));
+    }
+    // The consumer reaches Kafka only through SASL over TLS; so must the
+    // producer of its dead letters.
+    const controller = new AbortController();
+    const dead: string[] = [];
+    const stream = kafkaStream({
+      brokers: secure!.kafka.saslBrokers!,
+      tls: { ca: await Deno.readTextFile(secure!.certs.caCert) },
+      sasl: {
+        mechanism: "scram-sha-512",
+        username: SCRAM_USER,
+        password: secure!.scramPassword,
+      },
+      groupId: `${id}-group`,
+      topics: [topic],
+      fromBeginning: true,
+      deadLetterTopic,
+      nack: { maxAttempts: 1 },
+      onDeadLetter: ({ code }) => dead.push(code),
+      signal: controller.signal,
+    });
+    try {
+      for await (const envelope of stream) {
+        envelope.nack(new Error("refused by the test"));
+        break;
+      }
+      const [record] = await readTopics(plain, [deadLetterTopic], {
+        until: (read) => read.length >= 1,
+      });
+      assert.equal(header(record.message, "ce_id"), event.id);
+      assert.equal(header(record.message, "dx-error"), "processing-failed");
+      assert.deepEqual(dead, ["processing-failed"]);
+    } finally {
+      controller.abort();
+      await stream.return(undefined);
+    }
   },
 });

@@ -66,7 +66,7 @@ const TRUNCATED_DEAD_LETTER_BYTES = 64 * 1024;
  *     deadLettered: 0,
  *     failed: 0,
  *     inFlight: 0,
- *     toMqtt: { published: 0, failed: 0, invalid: 0 },
+ *     toMqtt: { published: 0, failed: 0, invalid: 0, deadLettered: 0 },
  *   };
  *   const timer = setInterval(() => console.log(progress(stats)), 10_000);
  *   try {
@@ -90,8 +90,18 @@ export interface BridgeStats {
   failed: number;
   /** Messages received and not yet settled. */
   inFlight: number;
-  /** Kafka → MQTT: records published (PUBACK received), per the `kafkaToMqtt` routes. */
-  toMqtt: { published: number; failed: number; invalid: number };
+  /**
+   * Kafka → MQTT, over the `kafkaToMqtt` routes: records published (PUBACK
+   * received), publish attempts that failed (retried, then dead-lettered),
+   * records that were not valid CloudEvents, and records written to the
+   * dead-letter topic.
+   */
+  toMqtt: {
+    published: number;
+    failed: number;
+    invalid: number;
+    deadLettered: number;
+  };
 }
 
 /**
@@ -174,7 +184,7 @@ export async function runBridge(
     deadLettered: 0,
     failed: 0,
     inFlight: 0,
-    toMqtt: { published: 0, failed: 0, invalid: 0 },
+    toMqtt: { published: 0, failed: 0, invalid: 0, deadLettered: 0 },
   };
   const router = createRouter(config);
   logger.info("Routes loaded", {
@@ -421,6 +431,10 @@ async function kafkaToMqtt(
       deadLetterTopic: config.deadLetterTopic,
       drainTimeoutMs: config.drainTimeoutMs,
       signal,
+      onDeadLetter: ({ code }) => {
+        stats.toMqtt.deadLettered++;
+        metrics?.deadLettered("kafka_to_mqtt", code);
+      },
     });
     const result = await pipeToSink(
       metrics ? measured(stream, String(index), metrics) : stream,

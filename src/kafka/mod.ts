@@ -74,6 +74,7 @@ export {
 } from "./event_sink.ts";
 export {
   type ConsumedRecord,
+  type DeadLetterEvent,
   deadLetterFromKafka,
   type KafkaEnvelope,
   type KafkaEnvelopeBase,

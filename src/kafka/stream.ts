@@ -369,6 +369,54 @@ export interface KafkaStreamOptions extends KafkaConnectionOptions {
   signal?: AbortSignal;
   /** Called after each successful commit. */
   onCommit?: (commits: readonly OffsetCommit[]) => void;
+  /**
+   * Called once Kafka has acknowledged a record's copy in `deadLetterTopic`,
+   * with the record and its `dx-error` code (to count dead letters, say).
+   * What it throws is logged and ignored.
+   */
+  onDeadLetter?: (deadLetter: DeadLetterEvent) => void;
+}
+
+/**
+ * A record written to the dead-letter topic by {@linkcode kafkaStream}.
+ *
+ * @example Count dead letters by code
+ * ```ts
+ * import type {
+ *   DeadLetterEvent,
+ *   KafkaStreamOptions,
+ * } from "@dataexchange/streams/kafka";
+ *
+ * const counts = new Map<string, number>();
+ * const options: KafkaStreamOptions = {
+ *   brokers: ["127.0.0.1:9092"],
+ *   groupId: "counting",
+ *   topics: ["dx.commands"],
+ *   deadLetterTopic: "dx.deadletter",
+ *   onDeadLetter: ({ code }: DeadLetterEvent) =>
+ *     counts.set(code, (counts.get(code) ?? 0) + 1),
+ * };
+ * // kafkaStream(options) would count into `counts`; here, by hand:
+ * options.onDeadLetter?.({
+ *   record: {
+ *     topic: "dx.commands",
+ *     partition: 0,
+ *     offset: "7",
+ *     key: null,
+ *     value: null,
+ *     headers: {},
+ *     timestamp: "0",
+ *   },
+ *   code: "processing-failed",
+ * });
+ * console.log(counts.get("processing-failed")); // 1
+ * ```
+ */
+export interface DeadLetterEvent {
+  /** The record given up on, as it was read. */
+  readonly record: ConsumedRecord;
+  /** Its `dx-error` code, such as `"processing-failed"`. */
+  readonly code: string;
 }
 
 /**
@@ -945,9 +993,14 @@ class StreamState {
 
   async #deadLetter(record: ConsumedRecord, reason: unknown): Promise<void> {
     const options = this.#options;
+    // The consumer's own connection settings (TLS, SASL, timeouts) apply.
     this.#deadLetters ??= KafkaSink.connect({
       brokers: options.brokers,
       clientId: options.clientId,
+      requestTimeoutMs: options.requestTimeoutMs,
+      connectionTimeoutMs: options.connectionTimeoutMs,
+      tls: options.tls,
+      sasl: options.sasl,
       signal: this.#stop.signal,
     });
     const sink = await this.#deadLetters;
@@ -967,6 +1020,13 @@ class StreamState {
         code,
       },
     );
+    try {
+      options.onDeadLetter?.({ record, code });
+    } catch (error) {
+      logger.error("onDeadLetter threw; ignored: {error}", {
+        error: describeError(error),
+      });
+    }
   }
 
   #onAssignment(assignment: Record<string, number[]>): void {
