@@ -540,6 +540,10 @@ Deno.test({
     }).admin();
     await admin.connect();
     const controller = new AbortController();
+    const metrics = new BridgeMetrics({
+      routes: [],
+      kafkaToMqttRoutes: ["0"],
+    });
     const drainTimeoutMs = 1000;
     let running: ReturnType<typeof runBridge> | undefined;
     try {
@@ -563,7 +567,7 @@ Deno.test({
           drainTimeoutMs,
           log: { level: "error" },
         }),
-        { signal: controller.signal },
+        { signal: controller.signal, metrics },
       );
       const count = 3;
       {
@@ -610,6 +614,7 @@ Deno.test({
       const stopMs = Math.round(performance.now() - stoppedAt);
       assert.equal(stats.toMqtt.published, 0);
       assert.equal(stats.toMqtt.failed, count);
+      assert.equal(metrics.snapshot().failed.kafka_to_mqtt, count);
       const [offsets] = await admin.fetchOffsets({
         groupId,
         topics: [commands],

@@ -483,7 +483,13 @@ async function* measured(
         ack();
       },
       nack: (reason: unknown) => {
-        done();
+        // A publish cut short by the stop leaves its record uncommitted, to
+        // be read again; other failures are retried, then dead-lettered.
+        if (
+          done() && isDataExchangeError(reason) && reason.code === "sink-closed"
+        ) {
+          metrics.failed(direction, "shutdown");
+        }
         nack(reason);
       },
     } as KafkaEnvelope;
