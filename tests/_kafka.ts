@@ -90,12 +90,17 @@ export async function readTopics(
   return records;
 }
 
-/** Creates topics (ignoring those that exist) so consumers can subscribe. */
-export async function createTopics(
+/** A connected kafkajs admin client, as {@linkcode withAdmin} lends it. */
+export type KafkaAdmin = ReturnType<Kafka["admin"]>;
+
+/**
+ * Connects an admin client to `brokers`, runs `use` with it and disconnects
+ * it, whatever `use` does.
+ */
+export async function withAdmin<T>(
   brokers: readonly string[],
-  topics: readonly string[],
-  numPartitions = 1,
-): Promise<void> {
+  use: (admin: KafkaAdmin) => Promise<T>,
+): Promise<T> {
   const admin = new Kafka({
     clientId: uniqueName("test-admin"),
     brokers: [...brokers],
@@ -103,13 +108,82 @@ export async function createTopics(
   }).admin();
   await admin.connect();
   try {
+    return await use(admin);
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** Creates topics (ignoring those that exist) so consumers can subscribe. */
+export function createTopics(
+  brokers: readonly string[],
+  topics: readonly string[],
+  numPartitions = 1,
+): Promise<void> {
+  return withAdmin(brokers, async (admin) => {
     await admin.createTopics({
       waitForLeaders: true,
       topics: topics.map((topic) => ({ topic, numPartitions })),
     });
-  } finally {
-    await admin.disconnect();
-  }
+  });
+}
+
+/** How many records `topic` holds now: its partitions' offset ranges summed. */
+export function recordsIn(
+  brokers: readonly string[],
+  topic: string,
+): Promise<number> {
+  return withAdmin(
+    brokers,
+    async (admin) =>
+      (await admin.fetchTopicOffsets(topic)).reduce(
+        (sum, { high, low }) => sum + Number(high) - Number(low),
+        0,
+      ),
+  );
+}
+
+/**
+ * The committed offset of `groupId` on each partition of `topic`, in
+ * partition order; -1 where the group committed nothing.
+ */
+export function committedOffsets(
+  brokers: readonly string[],
+  groupId: string,
+  topic: string,
+): Promise<number[]> {
+  return withAdmin(brokers, async (admin) => {
+    const [result] = await admin.fetchOffsets({ groupId, topics: [topic] });
+    return [...result.partitions]
+      .sort((a, b) => a.partition - b.partition)
+      .map((p) => Number(p.offset));
+  });
+}
+
+/** The `ce_id` header of a record read back, or `""` when it has none. */
+export function eventIdOf(record: ReadRecord): string {
+  return header(record.message, "ce_id") ?? "";
+}
+
+/**
+ * Reads `topic` until every id of `ids` (`ce_id` headers) is there, failing
+ * after `timeoutMs` (default 60000); returns every record read.
+ */
+export function readUntilAll(
+  brokers: readonly string[],
+  topic: string,
+  ids: Iterable<string>,
+  timeoutMs = 60_000,
+): Promise<ReadRecord[]> {
+  const missing = new Set(ids);
+  return readTopics(brokers, [topic], {
+    until: (read) => {
+      const last = read.at(-1);
+      if (last) missing.delete(eventIdOf(last));
+      return missing.size === 0;
+    },
+    timeoutMs,
+  });
 }
 
 /** One MQTT message to publish. */

@@ -26,10 +26,9 @@ import { isolatedTestBrokers, testBrokers } from "./_brokers.ts";
 import { type LogLine, parseLine, spawnCli, waitFor } from "./_bridge.ts";
 import {
   createTopics,
-  header,
+  eventIdOf,
   publishAll,
-  type ReadRecord,
-  readTopics,
+  readUntilAll,
   uniqueName,
 } from "./_kafka.ts";
 
@@ -196,27 +195,6 @@ function publications(topic: string, events: readonly CloudEvent[]) {
     topic,
     payload: serializeStructured(event),
   }));
-}
-
-function idOf(record: ReadRecord): string {
-  return header(record.message, "ce_id") ?? "";
-}
-
-/** Reads `topic` until every id of `ids` is there; returns what was read. */
-function readUntilAll(
-  kafkaBrokers: readonly string[],
-  topic: string,
-  ids: Iterable<string>,
-): Promise<ReadRecord[]> {
-  const missing = new Set(ids);
-  return readTopics(kafkaBrokers, [topic], {
-    until: (read) => {
-      const last = read.at(-1);
-      if (last) missing.delete(idOf(last));
-      return missing.size === 0;
-    },
-    timeoutMs: 60_000,
-  });
 }
 
 /** A GET on the CLI's health endpoint; `undefined` while it does not answer. */
@@ -570,7 +548,7 @@ Deno.test({
       events.map((event) => event.id),
     );
     assert.equal((await again.exit({ signal: "SIGTERM" })).code, 0);
-    const unique = new Set(records.map(idOf)).size;
+    const unique = new Set(records.map(eventIdOf)).size;
     figures("second signal", {
       sent: events.length,
       "in flight": events.length,

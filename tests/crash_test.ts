@@ -1,12 +1,17 @@
 import assert from "node:assert/strict";
-import { Kafka, logLevel } from "kafkajs";
 import {
   createCloudEvent,
   serializeStructured,
 } from "../src/cloudevents/mod.ts";
 import { testBrokers } from "./_brokers.ts";
 import { BridgeProcess } from "./_bridge.ts";
-import { createTopics, publishAll, readTopics, uniqueName } from "./_kafka.ts";
+import {
+  createTopics,
+  publishAll,
+  readTopics,
+  recordsIn,
+  uniqueName,
+} from "./_kafka.ts";
 
 const brokers = await testBrokers();
 /**
@@ -66,7 +71,7 @@ async function stopMidStream(signal: "SIGKILL" | "SIGTERM") {
   const status = await first.stop(signal);
   // Counted after the exit: what the first bridge got into Kafka, plus any
   // produce request still on its way to the broker.
-  const inKafkaAtStop = await recordCount(brokers!.kafkaBrokers, topic);
+  const inKafkaAtStop = await recordsIn(brokers!.kafkaBrokers, topic);
   await publishing;
 
   const second = new BridgeProcess(configPath);
@@ -184,26 +189,4 @@ function canonical(message: {
 function idOf(headers: Record<string, unknown> | undefined): string {
   const value = headers?.["ce_id"];
   return value === undefined ? "" : String(value);
-}
-
-/** Records in `topic` now: the sum of its partitions' offset ranges. */
-async function recordCount(
-  kafkaBrokers: readonly string[],
-  topic: string,
-): Promise<number> {
-  const admin = new Kafka({
-    clientId: uniqueName("crash-admin"),
-    brokers: [...kafkaBrokers],
-    logLevel: logLevel.NOTHING,
-  }).admin();
-  await admin.connect();
-  try {
-    const partitions = await admin.fetchTopicOffsets(topic);
-    return partitions.reduce(
-      (sum, { high, low }) => sum + Number(high) - Number(low),
-      0,
-    );
-  } finally {
-    await admin.disconnect();
-  }
 }

@@ -13,7 +13,6 @@
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { Kafka, logLevel } from "kafkajs";
 import mqtt from "mqtt";
 import { abortableDelay } from "../src/_retry.ts";
 import { mockCloudEvents, type MockEventItem } from "../src/streams/mod.ts";
@@ -22,15 +21,20 @@ import { isolatedTestBrokers, testBrokers } from "./_brokers.ts";
 import { BRIDGE_TASK_FLAGS, BridgeProcess, waitFor } from "./_bridge.ts";
 import {
   createTopics,
+  eventIdOf,
   header,
   publishAll,
   type ReadRecord,
   readTopics,
+  readUntilAll,
+  recordsIn,
   uniqueName,
 } from "./_kafka.ts";
 
 const ignore = (await testBrokers()) === undefined;
 const MiB = 1024 * 1024;
+/** How long to wait for every event in Kafka: the bridge may be catching up. */
+const READ_TIMEOUT_MS = 90_000;
 
 // ---------------------------------------------------------------------------
 // Helpers: the bridge as a process, polling, events, Kafka read-back.
@@ -150,47 +154,12 @@ function taskV8Flag(name: string): number | undefined {
   return match ? Number(match[1]) : undefined;
 }
 
-function idOf(record: ReadRecord): string {
-  return header(record.message, "ce_id") ?? "";
-}
-
-/** Reads `topic` until every id of `ids` is there; returns what was read. */
-function readUntilAll(
-  brokers: readonly string[],
-  topic: string,
-  ids: Iterable<string>,
-  timeoutMs = 90_000,
-): Promise<ReadRecord[]> {
-  const missing = new Set(ids);
-  return readTopics(brokers, [topic], {
-    until: (read) => {
-      const last = read.at(-1);
-      if (last) missing.delete(idOf(last));
-      return missing.size === 0;
-    },
-    timeoutMs,
-  });
-}
-
 /** Reads every record of `topic`, up to its current end. */
 async function readAll(
   brokers: readonly string[],
   topic: string,
 ): Promise<ReadRecord[]> {
-  const admin = new Kafka({
-    clientId: uniqueName("faults-admin"),
-    brokers: [...brokers],
-    logLevel: logLevel.NOTHING,
-  }).admin();
-  await admin.connect();
-  let total = 0;
-  try {
-    for (const partition of await admin.fetchTopicOffsets(topic)) {
-      total += Number(partition.high) - Number(partition.low);
-    }
-  } finally {
-    await admin.disconnect();
-  }
+  const total = await recordsIn(brokers, topic);
   return readTopics(brokers, [topic], {
     until: (read) => read.length >= total,
     timeoutMs: 60_000,
@@ -199,7 +168,7 @@ async function readAll(
 
 /** Counts records per id and checks every expected id is among them. */
 function tally(records: readonly ReadRecord[], expected: Iterable<string>) {
-  const ids = records.map(idOf);
+  const ids = records.map(eventIdOf);
   const unique = new Set(ids);
   const missing = [...expected].filter((id) => !unique.has(id));
   return {
@@ -286,7 +255,12 @@ Deno.test({
       backAt,
       90_000,
     );
-    await readUntilAll(brokers.kafkaBrokers, config.topic, idsOf(events));
+    await readUntilAll(
+      brokers.kafkaBrokers,
+      config.topic,
+      idsOf(events),
+      READ_TIMEOUT_MS,
+    );
     const recoveryS = (performance.now() - backAt) / 1000;
     const readyAgainAfterMs = await readyAgain;
     await bridge.waitForLog("Kafka circuit breaker closed");
@@ -435,6 +409,7 @@ Deno.test({
       brokers.kafkaBrokers,
       config.topic,
       idsOf(events),
+      READ_TIMEOUT_MS,
     );
     const { peakMb } = await second.memory();
     const secondStop = await second.stop();
@@ -490,6 +465,7 @@ Deno.test({
       brokers.kafkaBrokers,
       config.topic,
       idsOf(events),
+      READ_TIMEOUT_MS,
     );
     const { peakMb } = await bridge.memory();
     const stopped = await bridge.stop();
@@ -549,7 +525,12 @@ Deno.test({
       ...publications(config.mqttTopic, after),
     ], { window: 1 });
     const small = idsOf([...before, ...after]);
-    await readUntilAll(brokers.kafkaBrokers, config.topic, small);
+    await readUntilAll(
+      brokers.kafkaBrokers,
+      config.topic,
+      small,
+      READ_TIMEOUT_MS,
+    );
     const [dead] = await readTopics(brokers.kafkaBrokers, [config.dlq], {
       until: (read) => read.length >= 1,
     });
@@ -722,7 +703,12 @@ Deno.test({
     await publisher.stop();
 
     const afterwards = publisher.acked.slice(cutoff);
-    await readUntilAll(brokers.kafkaBrokers, config.topic, afterwards);
+    await readUntilAll(
+      brokers.kafkaBrokers,
+      config.topic,
+      afterwards,
+      READ_TIMEOUT_MS,
+    );
     const { peakMb } = await bridge.memory();
     const stopped = await bridge.stop();
     const records = await readAll(brokers.kafkaBrokers, config.topic);
@@ -899,7 +885,12 @@ Deno.test({
     );
     await publisher.stop();
 
-    await readUntilAll(brokers.kafkaBrokers, config.topic, publisher.acked);
+    await readUntilAll(
+      brokers.kafkaBrokers,
+      config.topic,
+      publisher.acked,
+      READ_TIMEOUT_MS,
+    );
     const { peakMb } = await bridge.memory();
     const stopped = await bridge.stop();
     const counts = tally(
@@ -1056,6 +1047,7 @@ Deno.test({
       brokers.kafkaBrokers,
       config.topic,
       idsOf(events),
+      READ_TIMEOUT_MS,
     );
     const { peakMb } = await bridge.memory();
     const stopped = await bridge.stop();
@@ -1165,6 +1157,7 @@ Deno.test({
       brokers.kafkaBrokers,
       config.topic,
       idsOf(events),
+      READ_TIMEOUT_MS,
     );
     assert.equal((await again.stop()).code, 0);
   },

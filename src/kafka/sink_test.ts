@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { Kafka, logLevel } from "kafkajs";
 import {
   CloudEventError,
   createCloudEvent,
@@ -15,7 +14,9 @@ import {
   createTopics,
   header,
   readTopics,
+  recordsIn,
   uniqueName,
+  withAdmin,
 } from "../../tests/_kafka.ts";
 import { type BreakerStateChange, KafkaSink } from "./sink.ts";
 
@@ -116,7 +117,7 @@ Deno.test("KafkaSink.connect() rejects a breaker threshold that is not a positiv
 });
 
 /** Creates a topic with settings of its own, such as `max.message.bytes`. */
-async function createTopicWith(
+function createTopicWith(
   brokers: readonly string[],
   topic: string,
   { partitions = 1, config = {} }: {
@@ -124,9 +125,7 @@ async function createTopicWith(
     config?: Record<string, string>;
   },
 ): Promise<void> {
-  const admin = adminClient(brokers);
-  await admin.connect();
-  try {
+  return withAdmin(brokers, async (admin) => {
     await admin.createTopics({
       waitForLeaders: true,
       topics: [{
@@ -138,35 +137,7 @@ async function createTopicWith(
         })),
       }],
     });
-  } finally {
-    await admin.disconnect();
-  }
-}
-
-/** How many records a topic holds, all partitions together. */
-async function storedCount(
-  brokers: readonly string[],
-  topic: string,
-): Promise<number> {
-  const admin = adminClient(brokers);
-  await admin.connect();
-  try {
-    const offsets = await admin.fetchTopicOffsets(topic);
-    return offsets.reduce(
-      (sum, { high, low }) => sum + Number(high) - Number(low),
-      0,
-    );
-  } finally {
-    await admin.disconnect();
-  }
-}
-
-function adminClient(brokers: readonly string[]) {
-  return new Kafka({
-    clientId: uniqueName("sink-test-admin"),
-    brokers: [...brokers],
-    logLevel: logLevel.NOTHING,
-  }).admin();
+  });
 }
 
 /** A binary-mode record of an event with this id, and a value this long. */
@@ -228,7 +199,7 @@ Deno.test({
       (outcomes[1] as PromiseRejectedResult).reason.message,
       /"bad topic!" is not a valid Kafka topic name/,
     );
-    assert.equal(await storedCount(shared!.kafkaBrokers, topic), 2);
+    assert.equal(await recordsIn(shared!.kafkaBrokers, topic), 2);
     const records = await readTopics(shared!.kafkaBrokers, [topic], {
       until: (read) => read.length >= 2,
     });
@@ -276,7 +247,7 @@ Deno.test({
 
     const stored = ids.filter((each) => each !== big);
     assert.equal(
-      await storedCount(shared!.kafkaBrokers, topic),
+      await recordsIn(shared!.kafkaBrokers, topic),
       stored.length,
       "each stored exactly once",
     );
@@ -373,7 +344,7 @@ Deno.test({
     );
 
     await sink.send(topic, recordOf("kept"));
-    assert.equal(await storedCount(shared!.kafkaBrokers, topic), 1);
+    assert.equal(await recordsIn(shared!.kafkaBrokers, topic), 1);
     const records = await readTopics(shared!.kafkaBrokers, [topic], {
       until: (read) => read.length >= 1,
     });
@@ -408,7 +379,7 @@ Deno.test({
       deadLettered: 0,
     });
     assert.equal(sink.pending, 0);
-    assert.equal(await storedCount(shared!.kafkaBrokers, topic), 50);
+    assert.equal(await recordsIn(shared!.kafkaBrokers, topic), 50);
     const records = await readTopics(shared!.kafkaBrokers, [topic], {
       until: (read) => read.length >= 50,
     });

@@ -12,10 +12,13 @@ import { isDataExchangeError } from "../errors.ts";
 import { abortableDelay } from "../_retry.ts";
 import { testBrokers } from "../../tests/_brokers.ts";
 import {
+  committedOffsets,
   createTopics,
   header,
   readTopics,
+  recordsIn,
   uniqueName,
+  withAdmin,
 } from "../../tests/_kafka.ts";
 import type { OffsetCommit } from "./_commit_tracker.ts";
 import { toKafkajsMessage } from "./_kafkajs.ts";
@@ -24,6 +27,7 @@ import {
   type KafkaEnvelope,
   type KafkaStream,
   kafkaStream,
+  type KafkaStreamOptions,
   retryDelayMs,
 } from "./stream.ts";
 
@@ -89,41 +93,53 @@ function garbage(): KafkaRecord {
   };
 }
 
-async function withAdmin<T>(
-  use: (admin: ReturnType<Kafka["admin"]>) => Promise<T>,
-): Promise<T> {
-  const admin = new Kafka({
-    brokers: brokers!.kafkaBrokers,
-    logLevel: logLevel.NOTHING,
-  }).admin();
-  await admin.connect();
-  try {
-    return await use(admin);
-  } finally {
-    await admin.disconnect();
-  }
-}
-
-/** The group's committed offset of each partition of `topic`; -1 for none. */
-function committedOffsets(groupId: string, topic: string): Promise<number[]> {
-  return withAdmin(async (admin) => {
-    const [result] = await admin.fetchOffsets({ groupId, topics: [topic] });
-    return [...result.partitions]
-      .sort((a, b) => a.partition - b.partition)
-      .map((p) => Number(p.offset));
-  });
-}
-
+/** The group's committed offset of partition 0 of `topic`; -1 for none. */
 async function committedOffset(groupId: string, topic: string) {
-  return (await committedOffsets(groupId, topic))[0];
+  return (await committedOffsets(brokers!.kafkaBrokers, groupId, topic))[0];
 }
 
-/** How many records `topic` holds in all (the sum of its high watermarks). */
-function recordsIn(topic: string): Promise<number> {
-  return withAdmin(async (admin) =>
-    (await admin.fetchTopicOffsets(topic))
-      .reduce((sum, p) => sum + Number(p.high) - Number(p.low), 0)
+/** A test's own topic, created, its dead-letter topic and consumer group. */
+interface FreshTopic {
+  readonly topic: string;
+  /** `<topic>.dlq`; created only when asked for. */
+  readonly deadLetterTopic: string;
+  readonly groupId: string;
+}
+
+/**
+ * Creates a topic named after `prefix` with `partitions` partitions (default
+ * 1), and with `deadLetter` (default false) its `<topic>.dlq` too, and names
+ * a fresh consumer group.
+ */
+async function freshTopic(
+  prefix: string,
+  { partitions = 1, deadLetter = false } = {},
+): Promise<FreshTopic> {
+  const topic = uniqueName(prefix);
+  const deadLetterTopic = `${topic}.dlq`;
+  await createTopics(
+    brokers!.kafkaBrokers,
+    deadLetter ? [topic, deadLetterTopic] : [topic],
+    partitions,
   );
+  return { topic, deadLetterTopic, groupId: uniqueName("group") };
+}
+
+/**
+ * Opens a kafkaStream of `groupId` on `topic` alone, from the beginning, on
+ * the test brokers; `overrides` add options or replace these.
+ */
+function openStream(
+  { topic, groupId }: Pick<FreshTopic, "topic" | "groupId">,
+  overrides: Partial<KafkaStreamOptions> = {},
+): KafkaStream {
+  return kafkaStream({
+    brokers: brokers!.kafkaBrokers,
+    groupId,
+    topics: [topic],
+    fromBeginning: true,
+    ...overrides,
+  });
 }
 
 /**
@@ -245,17 +261,10 @@ Deno.test({
     "kafkaStream commits only the acknowledged prefix when acks come out of order",
   ...slow,
   async fn() {
-    const topic = uniqueName("ks-order");
-    const groupId = uniqueName("group");
-    await createTopics(brokers!.kafkaBrokers, [topic]);
+    const fresh = await freshTopic("ks-order");
+    const { topic, groupId } = fresh;
     await produce(topic, events(4));
-    const stream = kafkaStream({
-      brokers: brokers!.kafkaBrokers,
-      groupId,
-      topics: [topic],
-      fromBeginning: true,
-      nack: { exhausted: "stop" },
-    });
+    const stream = openStream(fresh, { nack: { exhausted: "stop" } });
     const [r0, r1, r2, r3] = await take(stream, 4);
     assert.deepEqual(
       [r0, r1, r2, r3].map((e) => e.record.offset),
@@ -282,25 +291,18 @@ Deno.test({
     "kafkaStream stopped with records unacknowledged hands them to the next consumer",
   ...slow,
   async fn() {
-    const topic = uniqueName("ks-crash");
-    const groupId = uniqueName("group");
-    await createTopics(brokers!.kafkaBrokers, [topic]);
+    const fresh = await freshTopic("ks-crash");
+    const { topic, groupId } = fresh;
     await produce(topic, events(5));
-    const options = {
-      brokers: brokers!.kafkaBrokers,
-      groupId,
-      topics: [topic],
-      fromBeginning: true,
-      nack: { exhausted: "stop" as const },
-    };
-    const first = kafkaStream(options);
+    const options = { nack: { exhausted: "stop" as const } };
+    const first = openStream(fresh, options);
     const taken = await take(first, 5);
     taken[0].ack();
     taken[1].ack();
     taken[3].ack(); // after an unacknowledged one: not committed
     await first.return();
 
-    const second = kafkaStream(options);
+    const second = openStream(fresh, options);
     const again = await take(second, 3);
     assert.deepEqual(again.map((e) => e.record.offset), ["2", "3", "4"]);
     for (const envelope of again) envelope.ack();
@@ -314,17 +316,12 @@ Deno.test({
     "kafkaStream pauses fetching at maxInFlight, keeps its group membership past the session timeout, and resumes on ack",
   ...slow,
   async fn() {
-    const topic = uniqueName("ks-cap");
-    const groupId = uniqueName("group");
-    await createTopics(brokers!.kafkaBrokers, [topic]);
+    const fresh = await freshTopic("ks-cap");
+    const { topic, groupId } = fresh;
     await produce(topic, events(40));
     const controller = new AbortController();
     const sessionTimeoutMs = 6000;
-    const stream = kafkaStream({
-      brokers: brokers!.kafkaBrokers,
-      groupId,
-      topics: [topic],
-      fromBeginning: true,
+    const stream = openStream(fresh, {
       maxInFlight: 10,
       sessionTimeoutMs,
       nack: { exhausted: "stop" },
@@ -342,7 +339,7 @@ Deno.test({
         { detail: () => stream.paused },
       );
       const group = () =>
-        withAdmin(async (admin) => {
+        withAdmin(brokers!.kafkaBrokers, async (admin) => {
           const { groups: [described] } = await admin.describeGroups([
             groupId,
           ]);
@@ -401,10 +398,8 @@ Deno.test({
     "kafkaStream retries a poison record after the computed backoff delays, then dead-letters it and goes on",
   ...slow,
   async fn() {
-    const topic = uniqueName("ks-poison");
-    const deadLetterTopic = `${topic}.dlq`;
-    const groupId = uniqueName("group");
-    await createTopics(brokers!.kafkaBrokers, [topic, deadLetterTopic]);
+    const fresh = await freshTopic("ks-poison", { deadLetter: true });
+    const { topic, deadLetterTopic, groupId } = fresh;
     const list = events(3);
     await produce(topic, list);
     // A fixed draw makes the delays known: half of each bound.
@@ -418,14 +413,7 @@ Deno.test({
       retryDelayMs(attempt, nack, nack.random)
     );
     assert.deepEqual(expectedDelays.map((d) => d * 2), [200, 300]);
-    const stream = kafkaStream({
-      brokers: brokers!.kafkaBrokers,
-      groupId,
-      topics: [topic],
-      fromBeginning: true,
-      deadLetterTopic,
-      nack,
-    });
+    const stream = openStream(fresh, { deadLetterTopic, nack });
     const attempts: number[] = [];
     const gaps: number[] = [];
     let nackedAt = 0;
@@ -519,17 +507,12 @@ Deno.test({
     'kafkaStream with nack.exhausted "stop" retries, then ends with record-failed and commits nothing past the failed record',
   ...slow,
   async fn() {
-    const topic = uniqueName("ks-stop");
-    const groupId = uniqueName("group");
-    await createTopics(brokers!.kafkaBrokers, [topic]);
+    const fresh = await freshTopic("ks-stop");
+    const { topic, groupId } = fresh;
     await produce(topic, events(3));
     const controller = new AbortController();
     const deadline = setTimeout(() => controller.abort(), 30_000);
-    const stream = kafkaStream({
-      brokers: brokers!.kafkaBrokers,
-      groupId,
-      topics: [topic],
-      fromBeginning: true,
+    const stream = openStream(fresh, {
       nack: {
         maxAttempts: 3,
         initialDelayMs: 20,
@@ -573,20 +556,14 @@ Deno.test({
     "kafkaStream skips an invalid record that is acknowledged: commits past it and dead-letters nothing",
   ...slow,
   async fn() {
-    const topic = uniqueName("ks-ack-invalid");
-    const deadLetterTopic = `${topic}.dlq`;
-    const groupId = uniqueName("group");
-    await createTopics(brokers!.kafkaBrokers, [topic, deadLetterTopic]);
+    const fresh = await freshTopic("ks-ack-invalid", { deadLetter: true });
+    const { topic, deadLetterTopic, groupId } = fresh;
     await produceTo(topic, [
       { partition: 0, record: garbage() },
       { partition: 0, record: toKafkaRecord(events(1)[0]) },
     ]);
     const controller = new AbortController();
-    const stream = kafkaStream({
-      brokers: brokers!.kafkaBrokers,
-      groupId,
-      topics: [topic],
-      fromBeginning: true,
+    const stream = openStream(fresh, {
       deadLetterTopic,
       signal: controller.signal,
     });
@@ -602,7 +579,7 @@ Deno.test({
       // Returning waits for dead-letter writes under way: none may exist.
       await end(stream, controller);
     }
-    assert.equal(await recordsIn(deadLetterTopic), 0);
+    assert.equal(await recordsIn(brokers!.kafkaBrokers, deadLetterTopic), 0);
   },
 });
 
@@ -611,17 +588,12 @@ Deno.test({
     "kafkaStream commits once every commitEvery acknowledgements, and not in between",
   ...slow,
   async fn() {
-    const topic = uniqueName("ks-every");
-    const groupId = uniqueName("group");
-    await createTopics(brokers!.kafkaBrokers, [topic]);
+    const fresh = await freshTopic("ks-every");
+    const { topic, groupId } = fresh;
     await produce(topic, events(7));
     const controller = new AbortController();
     const commits: string[] = [];
-    const stream = kafkaStream({
-      brokers: brokers!.kafkaBrokers,
-      groupId,
-      topics: [topic],
-      fromBeginning: true,
+    const stream = openStream(fresh, {
       commitEvery: 3,
       commitIntervalMs: 600_000, // never within the test
       nack: { exhausted: "stop" },
@@ -662,17 +634,12 @@ Deno.test({
     "kafkaStream commits acknowledgements every commitIntervalMs below the commitEvery count",
   ...slow,
   async fn() {
-    const topic = uniqueName("ks-interval");
-    const groupId = uniqueName("group");
-    await createTopics(brokers!.kafkaBrokers, [topic]);
+    const fresh = await freshTopic("ks-interval");
+    const { topic, groupId } = fresh;
     await produce(topic, events(3));
     const controller = new AbortController();
     const commits: number[] = [];
-    const stream = kafkaStream({
-      brokers: brokers!.kafkaBrokers,
-      groupId,
-      topics: [topic],
-      fromBeginning: true,
+    const stream = openStream(fresh, {
       commitEvery: 1000, // never within the test
       commitIntervalMs: 300,
       nack: { exhausted: "stop" },
@@ -710,9 +677,8 @@ Deno.test({
     "kafkaStream commits the acknowledged prefix of a revoked partition before it moves to another consumer",
   ...slow,
   async fn() {
-    const topic = uniqueName("ks-revoke-flush");
-    const groupId = uniqueName("group");
-    await createTopics(brokers!.kafkaBrokers, [topic], 2);
+    const fresh = await freshTopic("ks-revoke-flush", { partitions: 2 });
+    const { topic, groupId } = fresh;
     const list = events(8);
     await produceTo(
       topic,
@@ -724,10 +690,6 @@ Deno.test({
     const stopA = new AbortController();
     const stopB = new AbortController();
     const options = {
-      brokers: brokers!.kafkaBrokers,
-      groupId,
-      topics: [topic],
-      fromBeginning: true,
       // Neither the count nor the interval commits within the test: only
       // the rebalance can.
       commitEvery: 10_000,
@@ -735,12 +697,12 @@ Deno.test({
       nack: { exhausted: "stop" as const },
     };
     const commitsOfA: OffsetCommit[] = [];
-    const a = kafkaStream({
+    const a = openStream(fresh, {
       ...options,
       signal: stopA.signal,
       onCommit: (done) => commitsOfA.push(...done),
     });
-    const b = kafkaStream({ ...options, signal: stopB.signal });
+    const b = openStream(fresh, { ...options, signal: stopB.signal });
     try {
       const held = await take(a, 8);
       // Offsets 0 and 1 of each partition acked, and 3 out of order: the
@@ -748,7 +710,10 @@ Deno.test({
       for (const envelope of held) {
         if (envelope.record.offset !== "2") envelope.ack();
       }
-      assert.deepEqual(await committedOffsets(groupId, topic), [-1, -1]);
+      assert.deepEqual(
+        await committedOffsets(brokers!.kafkaBrokers, groupId, topic),
+        [-1, -1],
+      );
 
       const [first] = await take(b, 1);
       const moved = first.record.partition;
@@ -773,10 +738,11 @@ for (const exhausted of ["dead-letter", "stop"] as const) {
       `kafkaStream ignores acks, nacks and retry waits of a revoked partition and goes on (nack.exhausted "${exhausted}")`,
     ...slow,
     async fn() {
-      const topic = uniqueName("ks-revoked");
-      const deadLetterTopic = `${topic}.dlq`;
-      const groupId = uniqueName("group");
-      await createTopics(brokers!.kafkaBrokers, [topic, deadLetterTopic], 2);
+      const fresh = await freshTopic("ks-revoked", {
+        partitions: 2,
+        deadLetter: true,
+      });
+      const { topic, deadLetterTopic, groupId } = fresh;
       // Per partition: an invalid record (a nack would dead-letter it at
       // once, or stop the stream), then two valid ones.
       const list = events(4);
@@ -792,17 +758,11 @@ for (const exhausted of ["dead-letter", "stop"] as const) {
       const stopA = new AbortController();
       const stopB = new AbortController();
       const commitsOfA: OffsetCommit[] = [];
-      const options = {
-        brokers: brokers!.kafkaBrokers,
-        groupId,
-        topics: [topic],
-        fromBeginning: true,
-        drainTimeoutMs: 1000,
-      };
+      const options = { drainTimeoutMs: 1000 };
       let revoked = -1;
       let kept = -1;
       await withLogs(async (logs) => {
-        const a = kafkaStream({
+        const a = openStream(fresh, {
           ...options,
           clientId: clientA,
           deadLetterTopic: exhausted === "dead-letter"
@@ -819,7 +779,7 @@ for (const exhausted of ["dead-letter", "stop"] as const) {
           onCommit: (done) => commitsOfA.push(...done),
           signal: stopA.signal,
         });
-        const b = kafkaStream({
+        const b = openStream(fresh, {
           ...options,
           nack: { exhausted: "stop" },
           signal: stopB.signal,
@@ -882,10 +842,17 @@ for (const exhausted of ["dead-letter", "stop"] as const) {
           [],
           "the first consumer committed nothing for the revoked partition",
         );
-        const committed = await committedOffsets(groupId, topic);
+        const committed = await committedOffsets(
+          brokers!.kafkaBrokers,
+          groupId,
+          topic,
+        );
         assert.equal(committed[revoked], -1);
         assert.equal(committed[kept], 2, "the kept partition's acked prefix");
-        assert.equal(await recordsIn(deadLetterTopic), 0);
+        assert.equal(
+          await recordsIn(brokers!.kafkaBrokers, deadLetterTopic),
+          0,
+        );
         const ignored = logs
           .filter((r) =>
             r.properties.clientId === clientA &&
@@ -905,9 +872,8 @@ Deno.test({
     "kafkaStream surfaces an invalid record and dead-letters it on nack without retries",
   ...slow,
   async fn() {
-    const topic = uniqueName("ks-invalid");
-    const deadLetterTopic = `${topic}.dlq`;
-    await createTopics(brokers!.kafkaBrokers, [topic, deadLetterTopic]);
+    const fresh = await freshTopic("ks-invalid", { deadLetter: true });
+    const { topic, deadLetterTopic } = fresh;
     await using sink = await KafkaSink.connect({
       brokers: brokers!.kafkaBrokers,
     });
@@ -922,13 +888,7 @@ Deno.test({
       },
     });
     await sink.send(topic, toKafkaRecord(events(1)[0]));
-    const stream = kafkaStream({
-      brokers: brokers!.kafkaBrokers,
-      groupId: uniqueName("group"),
-      topics: [topic],
-      fromBeginning: true,
-      deadLetterTopic,
-    });
+    const stream = openStream(fresh, { deadLetterTopic });
     const [invalid, valid] = await take(stream, 2);
     assert.equal(invalid.kind, "invalid");
     assert.equal(
@@ -954,17 +914,10 @@ Deno.test({
   ...slow,
   async fn() {
     for (const mode of ["binary", "structured"] as const) {
-      const topic = uniqueName(`ks-roundtrip-${mode}`);
-      await createTopics(brokers!.kafkaBrokers, [topic]);
+      const fresh = await freshTopic(`ks-roundtrip-${mode}`);
       const list = events(20, mode);
-      await produce(topic, list, mode);
-      const stream = kafkaStream({
-        brokers: brokers!.kafkaBrokers,
-        groupId: uniqueName("group"),
-        topics: [topic],
-        fromBeginning: true,
-        nack: { exhausted: "stop" },
-      });
+      await produce(fresh.topic, list, mode);
+      const stream = openStream(fresh, { nack: { exhausted: "stop" } });
       const read = await take(stream, 20);
       for (const envelope of read) envelope.ack();
       await stream.return();
@@ -982,12 +935,10 @@ Deno.test({
     "kafkaStream processes every record at least once when a second consumer joins mid-stream",
   ...slow,
   async fn() {
-    const topic = uniqueName("ks-rebalance");
-    const groupId = uniqueName("group");
-    await createTopics(brokers!.kafkaBrokers, [topic], 4);
+    const fresh = await freshTopic("ks-rebalance", { partitions: 4 });
     const total = 5000;
     const list = events(total);
-    await produce(topic, list);
+    await produce(fresh.topic, list);
     const processed: string[] = [];
     const unique = new Set<string>();
     const perConsumer: Record<string, number> = { a: 0, b: 0 };
@@ -996,11 +947,7 @@ Deno.test({
     const bFirst = new Promise<void>((resolve) => bStarted = resolve);
     const controller = new AbortController();
     const consume = async (name: "a" | "b") => {
-      const stream = kafkaStream({
-        brokers: brokers!.kafkaBrokers,
-        groupId,
-        topics: [topic],
-        fromBeginning: true,
+      const stream = openStream(fresh, {
         maxInFlight: 200,
         commitEvery: 100,
         signal: controller.signal,

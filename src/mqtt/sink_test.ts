@@ -12,6 +12,7 @@ import { uniqueName } from "../../tests/_kafka.ts";
 import { testBrokers } from "../../tests/_brokers.ts";
 import { freePort, startMosquitto } from "../../tools/brokers/mod.ts";
 import type { MqttConnectionState } from "./stream.ts";
+import { PubackHoldingBroker } from "./_test_broker.ts";
 import { MqttSink, type MqttSinkOptions, topicTemplate } from "./sink.ts";
 
 const brokers = await testBrokers();
@@ -555,179 +556,8 @@ Deno.test({
   },
 });
 
-// A broker of our own that speaks just enough MQTT to hold PUBACKs back, so
-// tests can see what the sink puts on the wire while nothing is acknowledged.
-
-interface WirePublish {
-  readonly topic: string;
-  readonly packetId: number;
-  readonly qos: number;
-  readonly dup: boolean;
-  /** The whole packet's size in bytes. */
-  readonly bytes: number;
-}
-
-interface FakeBrokerOptions {
-  /** CONNACK return or reason code. Default 0 (accepted). */
-  connackCode?: number;
-  /** MQTT 5 CONNACK Receive Maximum. Default: not stated. */
-  receiveMaximum?: number;
-  /** MQTT 5 CONNACK Maximum Packet Size. Default: not stated. */
-  maximumPacketSize?: number;
-}
-
-class FakeBroker {
-  readonly publishes: WirePublish[] = [];
-  #listener: Deno.TcpListener;
-  #connections = new Set<Deno.TcpConn>();
-  #latest: Deno.TcpConn | undefined;
-  #options: FakeBrokerOptions;
-  #onPublish = () => {};
-
-  constructor(options: FakeBrokerOptions = {}) {
-    this.#listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    this.#options = options;
-    this.#accept();
-  }
-
-  get url(): string {
-    return `mqtt://127.0.0.1:${this.#listener.addr.port}`;
-  }
-
-  /** Resolves once `count` PUBLISH packets have arrived in all. */
-  received(count: number): Promise<void> {
-    return new Promise((resolve) => {
-      this.#onPublish = () => {
-        if (this.publishes.length < count) return;
-        this.#onPublish = () => {};
-        resolve();
-      };
-      this.#onPublish();
-    });
-  }
-
-  /** Acknowledges a publish, with an MQTT 5 reason code if not 0. */
-  async puback(packetId: number, reasonCode = 0): Promise<void> {
-    const id = [packetId >> 8, packetId & 0xff];
-    const packet = reasonCode === 0
-      ? [0x40, 2, ...id]
-      : [0x40, 3, ...id, reasonCode];
-    await this.#latest!.write(new Uint8Array(packet));
-  }
-
-  close(): void {
-    this.#listener.close();
-    for (const connection of this.#connections) {
-      try {
-        connection.close();
-      } catch {
-        // Already closed by the client: nothing left to release.
-      }
-    }
-  }
-
-  #connack(version: 4 | 5): Uint8Array {
-    const code = this.#options.connackCode ?? 0;
-    if (version === 4) return new Uint8Array([0x20, 2, 0, code]);
-    const properties: number[] = [];
-    const { receiveMaximum, maximumPacketSize } = this.#options;
-    if (receiveMaximum !== undefined) {
-      properties.push(0x21, receiveMaximum >> 8, receiveMaximum & 0xff);
-    }
-    if (maximumPacketSize !== undefined) {
-      const size = maximumPacketSize;
-      properties.push(0x27, size >>> 24, (size >> 16) & 0xff);
-      properties.push((size >> 8) & 0xff, size & 0xff);
-    }
-    return new Uint8Array([
-      0x20,
-      3 + properties.length,
-      0,
-      code,
-      properties.length,
-      ...properties,
-    ]);
-  }
-
-  async #accept(): Promise<void> {
-    try {
-      for await (const connection of this.#listener) {
-        this.#connections.add(connection);
-        this.#latest = connection;
-        this.#serve(connection).catch(() => {});
-      }
-    } catch {
-      // The listener was closed.
-    }
-  }
-
-  async #serve(connection: Deno.TcpConn): Promise<void> {
-    let buffer = new Uint8Array(0);
-    const chunk = new Uint8Array(64 * 1024);
-    for (;;) {
-      const read = await connection.read(chunk);
-      if (read === null) return;
-      const joined = new Uint8Array(buffer.length + read);
-      joined.set(buffer);
-      joined.set(chunk.subarray(0, read), buffer.length);
-      buffer = joined;
-      for (;;) {
-        const packet = nextPacket(buffer);
-        if (packet === undefined) break;
-        buffer = buffer.subarray(packet.size);
-        await this.#handle(connection, packet);
-      }
-    }
-  }
-
-  async #handle(connection: Deno.TcpConn, packet: RawPacket): Promise<void> {
-    const { type, flags, body } = packet;
-    if (type === 1) { // CONNECT: protocol name (2 + 4 bytes), then level.
-      await connection.write(this.#connack(body[6] === 5 ? 5 : 4));
-    } else if (type === 3) { // PUBLISH
-      const qos = (flags >> 1) & 3;
-      const topicLength = (body[0] << 8) | body[1];
-      const topic = decoder.decode(body.subarray(2, 2 + topicLength));
-      const at = 2 + topicLength;
-      const packetId = qos > 0 ? (body[at] << 8) | body[at + 1] : 0;
-      const dup = (flags & 8) !== 0;
-      this.publishes.push({ topic, packetId, qos, dup, bytes: packet.size });
-      this.#onPublish();
-    } else if (type === 12) { // PINGREQ
-      await connection.write(new Uint8Array([0xd0, 0]));
-    } else if (type === 14) { // DISCONNECT
-      connection.close();
-      this.#connections.delete(connection);
-    }
-  }
-}
-
-interface RawPacket {
-  readonly type: number;
-  readonly flags: number;
-  readonly body: Uint8Array;
-  readonly size: number;
-}
-
-function nextPacket(buffer: Uint8Array): RawPacket | undefined {
-  let length = 0;
-  let multiplier = 1;
-  let at = 1;
-  for (;; at++) {
-    if (at >= buffer.length) return undefined;
-    length += (buffer[at] & 0x7f) * multiplier;
-    multiplier *= 128;
-    if ((buffer[at] & 0x80) === 0) break;
-  }
-  const start = at + 1;
-  if (buffer.length < start + length) return undefined;
-  return {
-    type: buffer[0] >> 4,
-    flags: buffer[0] & 0x0f,
-    body: buffer.subarray(start, start + length),
-    size: start + length,
-  };
-}
+// The tests below run on a PubackHoldingBroker, which holds PUBACKs back, so
+// they can see what the sink puts on the wire while nothing is acknowledged.
 
 function nextMacrotask(): Promise<void> {
   // Gives the sink the chance to publish too much; not a wait for a result.
@@ -740,7 +570,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    const broker = new FakeBroker();
+    const broker = new PubackHoldingBroker();
     try {
       await using sink = await connect({
         url: broker.url,
@@ -759,7 +589,7 @@ Deno.test({
         await nextMacrotask();
         assert.equal(broker.publishes.length, expected);
         assert.equal(sink.pending, expected - acked);
-        await broker.puback(broker.publishes[acked].packetId);
+        await broker.puback(broker.publishes[acked]);
         await writes[acked];
       }
       assert.equal(sink.published, total);
@@ -776,14 +606,14 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    const broker = new FakeBroker();
+    const broker = new PubackHoldingBroker();
     try {
       await using sink = await connect({ url: broker.url, topic: "wire/rc" });
       const refused = sink.write(event(1));
       const throttled = sink.write(event(2));
       await broker.received(2);
-      await broker.puback(broker.publishes[0].packetId, 0x87);
-      await broker.puback(broker.publishes[1].packetId, 0x97);
+      await broker.puback(broker.publishes[0], 0x87);
+      await broker.puback(broker.publishes[1], 0x97);
       await assert.rejects(refused, {
         code: "publish-rejected",
         retriable: false,
@@ -806,7 +636,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    const broker = new FakeBroker();
+    const broker = new PubackHoldingBroker();
     try {
       const sink = await connect({
         url: broker.url,
@@ -835,7 +665,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    const broker = new FakeBroker();
+    const broker = new PubackHoldingBroker();
     try {
       const controller = new AbortController();
       const watcher = stateWatcher();
@@ -870,7 +700,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    const broker = new FakeBroker({ receiveMaximum: 2 });
+    const broker = new PubackHoldingBroker({ receiveMaximum: 2 });
     try {
       await using sink = await connect({
         url: broker.url,
@@ -883,10 +713,10 @@ Deno.test({
       await broker.received(2);
       await nextMacrotask();
       assert.equal(broker.publishes.length, 2);
-      await broker.puback(broker.publishes[0].packetId);
+      await broker.puback(broker.publishes[0]);
       await broker.received(3);
-      await broker.puback(broker.publishes[1].packetId);
-      await broker.puback(broker.publishes[2].packetId);
+      await broker.puback(broker.publishes[1]);
+      await broker.puback(broker.publishes[2]);
       await Promise.all(writes);
     } finally {
       broker.close();
@@ -905,7 +735,7 @@ for (const mode of ["structured", "binary"] as const) {
       const tooLarge = { ...fits, id: "e10" };
       // What MQTT.js puts on the wire for `fits`, measured on a broker
       // without a limit.
-      const measure = new FakeBroker();
+      const measure = new PubackHoldingBroker();
       let bytes: number;
       try {
         await using sink = await connect({
@@ -916,13 +746,13 @@ for (const mode of ["structured", "binary"] as const) {
         const write = sink.write(fits);
         await measure.received(1);
         bytes = measure.publishes[0].bytes;
-        await measure.puback(measure.publishes[0].packetId);
+        await measure.puback(measure.publishes[0]);
         await write;
       } finally {
         measure.close();
       }
 
-      const broker = new FakeBroker({ maximumPacketSize: bytes });
+      const broker = new PubackHoldingBroker({ maximumPacketSize: bytes });
       try {
         await using sink = await connect({
           url: broker.url,
@@ -942,7 +772,7 @@ for (const mode of ["structured", "binary"] as const) {
         const write = sink.write(fits);
         await broker.received(1);
         assert.equal(broker.publishes[0].bytes, bytes);
-        await broker.puback(broker.publishes[0].packetId);
+        await broker.puback(broker.publishes[0]);
         await write;
         assert.equal(broker.publishes.length, 1);
       } finally {
@@ -958,7 +788,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    const broker = new FakeBroker({ connackCode: 0x87 }); // Not authorized.
+    const broker = new PubackHoldingBroker({ connackCode: 0x87 }); // Not authorized.
     try {
       await assert.rejects(
         connect({ url: broker.url, topic: "wire/refused" }),
