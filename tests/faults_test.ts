@@ -1162,3 +1162,104 @@ Deno.test({
     assert.equal((await again.stop()).code, 0);
   },
 });
+
+Deno.test({
+  name:
+    "a Kafka that accepts connections but does not answer is named at start and, under traffic, turns /readyz to 503 until it answers again; nothing lost",
+  ignore,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using brokers = (await isolatedTestBrokers())!;
+    const id = uniqueName("silent");
+    const metricsPort = await freePort();
+    await using config = await writeConfig(
+      id,
+      brokers.mqttUrl,
+      brokers.kafkaBrokers,
+      { metrics: { port: metricsPort } },
+    );
+    await createTopics(brokers.kafkaBrokers, [config.topic, config.dlq]);
+    const kafkaPid = brokers.kafka.pid;
+    const events = makeEvents(11, 100);
+    let frozen = false;
+    const freeze = (stop: boolean) => {
+      Deno.kill(kafkaPid, stop ? "SIGSTOP" : "SIGCONT");
+      frozen = stop;
+    };
+    let bridge: BridgeProcess | undefined;
+    try {
+      // At start: the connection is accepted, the answer never comes.
+      freeze(true);
+      bridge = new BridgeProcess(config.path);
+      const [startWarning] = await bridge.waitForLog(
+        "has not answered within 5 s",
+        { timeoutMs: 30_000 },
+      );
+      assert.equal(startWarning.level, "WARN");
+      assert.match(startWarning.message, /deno task brokers/);
+      freeze(false);
+      await bridge.waitForLog("MQTT subscribed");
+      assert.equal((await readiness(metricsPort)).status, 200);
+
+      // Under traffic: records wait, Kafka says nothing.
+      freeze(true);
+      const frozenAt = performance.now();
+      await publishAll(
+        brokers.mqttUrl,
+        publications(config.mqttTopic, events.slice(0, 50)),
+      );
+      const notReadyMs = await timeUntil(
+        async () => (await readiness(metricsPort)).status === 503,
+        frozenAt,
+        60_000,
+      );
+      const { reasons } = await readiness(metricsPort);
+      assert.ok(
+        notReadyMs !== undefined,
+        `/readyz stayed 200 with Kafka not answering; log:\n${bridge.tail()}`,
+      );
+      assert.deepEqual(reasons, ["kafka disconnected"]);
+      const [silence] = await bridge.waitForLog(
+        "Kafka has acknowledged nothing",
+      );
+      assert.equal(silence.level, "WARN");
+
+      const thawedAt = performance.now();
+      freeze(false);
+      await publishAll(
+        brokers.mqttUrl,
+        publications(config.mqttTopic, events.slice(50)),
+      );
+      const readyAgainMs = await timeUntil(
+        async () => (await readiness(metricsPort)).status === 200,
+        thawedAt,
+        60_000,
+      );
+      assert.ok(
+        readyAgainMs !== undefined,
+        `/readyz did not answer 200 again; log:\n${bridge.tail()}`,
+      );
+      await bridge.waitForLog("Kafka answers again");
+      const records = await readUntilAll(
+        brokers.kafkaBrokers,
+        config.topic,
+        idsOf(events),
+        READ_TIMEOUT_MS,
+      );
+      const { missing, ...counted } = tally(records, idsOf(events));
+      assert.deepEqual(missing, []);
+      const stopped = await bridge.stop("SIGTERM");
+      assert.equal(stopped.code, 0, bridge.tail());
+      figures("Kafka not answering", {
+        sent: events.length,
+        ...counted,
+        "/readyz 503 after s": notReadyMs! / 1000,
+        "/readyz 200 after Kafka answers s": readyAgainMs! / 1000,
+      });
+    } finally {
+      if (frozen) freeze(false);
+      if (bridge?.running) await bridge.stop("SIGKILL");
+    }
+  },
+});

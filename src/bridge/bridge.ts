@@ -38,6 +38,17 @@ const ACKS = { all: -1, leader: 1, none: 0 } as const;
 const LOCAL_BROKERS_HINT =
   " (for local brokers, run `deno task brokers` and point the bridge at the addresses it prints)";
 
+/**
+ * How long records may wait for Kafka's acknowledgement, with none coming,
+ * before Kafka counts as not answering (readiness fails, one warning). A
+ * Kafka that hangs fails no request before `kafka.requestTimeoutMs` (and the
+ * client's own retries), which is much longer.
+ */
+const KAFKA_SILENCE_MS = 10_000;
+
+/** How long a broker may take to answer at start before a warning says so. */
+const SLOW_START_MS = 5_000;
+
 /** Largest dead-letter value written when the original is refused as too large. */
 const TRUNCATED_DEAD_LETTER_BYTES = 64 * 1024;
 
@@ -195,10 +206,19 @@ export async function runBridge(
 
   const kafka = await kafkaConnection(config);
   const mqtt = await mqttConnection(config);
-  await prepareTopics(config, kafka, router, signal, options.metrics);
+  await warnWhenSlow(
+    prepareTopics(config, kafka, router, signal, options.metrics),
+    () =>
+      logger.warn(
+        "Kafka at {brokers} has not answered within 5 s; still trying" +
+          LOCAL_BROKERS_HINT,
+        { brokers: config.kafka.brokers },
+      ),
+  );
   if (signal?.aborted) return stats;
 
   signal?.addEventListener("abort", () => {
+    options.metrics?.setStopping();
     logger.info(
       "Stopping: draining {inFlight} messages in flight for up to {drainTimeoutMs} ms",
       { inFlight: stats.inFlight, drainTimeoutMs: config.drainTimeoutMs },
@@ -267,6 +287,7 @@ async function mqttToKafka(
   // Kafka counts as connected from the producer's connect until a produce
   // fails, and again from the next record it acknowledges.
   let kafkaConnected = false;
+  let lastAckAt = Date.now();
   const kafkaUp = (up: boolean) => {
     if (up === kafkaConnected) return;
     kafkaConnected = up;
@@ -298,7 +319,10 @@ async function mqttToKafka(
       sink,
       stats,
       metrics,
-      () => kafkaUp(true),
+      () => {
+        lastAckAt = Date.now();
+        kafkaUp(true);
+      },
     );
     const stream = mqttStream({
       url: config.mqtt.url,
@@ -327,15 +351,18 @@ async function mqttToKafka(
     const unreachable = setTimeout(() => {
       if (!ready) {
         logger.warn(
-          "MQTT connection to {url} not up after 5 s; still trying (the warnings above say why; for local brokers, run `deno task brokers` and point the bridge at the addresses it prints)",
+          "MQTT connection to {url} not up after 5 s; still trying (the warnings above say why)" +
+            LOCAL_BROKERS_HINT,
           { url: redactUrl(config.mqtt.url) },
         );
       }
-    }, 5000);
+    }, SLOW_START_MS);
+    const silence = watchKafkaSilence(sink, kafkaUp, () => lastAckAt);
     try {
       for await (const envelope of stream) deliver(envelope);
     } finally {
       clearTimeout(unreachable);
+      clearInterval(silence);
     }
     logger.info("MQTT to Kafka stopped: {inFlight} messages left in flight", {
       inFlight: stats.inFlight,
@@ -689,4 +716,55 @@ async function prepareTopics(
   } finally {
     await admin.disconnect();
   }
+}
+
+/** Runs `work`; calls `warn` once if it has not settled after 5 s. */
+async function warnWhenSlow<T>(work: Promise<T>, warn: () => void): Promise<T> {
+  const timer = setTimeout(warn, SLOW_START_MS);
+  try {
+    return await work;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Marks Kafka as not answering when records have waited
+ * {@linkcode KAFKA_SILENCE_MS} with no acknowledgement, and says so once;
+ * the next acknowledgement marks it answering again (see `kafkaUp`).
+ */
+function watchKafkaSilence(
+  sink: KafkaSink,
+  kafkaUp: (up: boolean) => void,
+  lastAckAt: () => number,
+): ReturnType<typeof setInterval> {
+  let quietSince = Date.now();
+  let warned = false;
+  return setInterval(() => {
+    const now = Date.now();
+    if (sink.pending === 0) {
+      // Nothing waits: the silence counts from the next record sent.
+      quietSince = now;
+      if (warned) {
+        warned = false;
+        logger.info("Kafka answers again");
+      }
+      return;
+    }
+    const waitedMs = now - Math.max(quietSince, lastAckAt());
+    if (waitedMs < KAFKA_SILENCE_MS) {
+      if (warned) {
+        warned = false;
+        logger.info("Kafka answers again");
+      }
+      return;
+    }
+    kafkaUp(false);
+    if (warned) return;
+    warned = true;
+    logger.warn(
+      "Kafka has acknowledged nothing for {waitedMs} ms while {pending} records wait; reading from MQTT stops at the in-flight cap until it answers",
+      { waitedMs, pending: sink.pending },
+    );
+  }, 1000);
 }

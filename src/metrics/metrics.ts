@@ -532,6 +532,7 @@ export class BridgeMetrics {
     kafka_to_mqtt: { count: 0, sumSeconds: 0 },
   };
   #connected = { mqtt: false, kafka: false };
+  #stopping = false;
   #breaker: BreakerState = "closed";
   #retries = {
     kafka_produce: 0,
@@ -780,16 +781,24 @@ export class BridgeMetrics {
   }
 
   /**
-   * Tells whether the bridge can take traffic: both brokers connected and
-   * the circuit breaker closed (while half-open, one probe is testing
+   * Records that the bridge is stopping: from now on it is not ready.
+   */
+  setStopping(): void {
+    this.#stopping = true;
+  }
+
+  /**
+   * Tells whether the bridge can take traffic: not stopping, both brokers
+   * connected and the circuit breaker closed (while half-open, one probe is testing
    * whether Kafka is back, and nothing else is sent).
    *
-   * @returns Readiness, with reasons such as `"mqtt disconnected"`,
+   * @returns Readiness, with reasons such as `"stopping"`, `"mqtt disconnected"`,
    *   `"kafka disconnected"`, `"circuit breaker open"` and
    *   `"circuit breaker half-open"`. It never throws.
    */
   readiness(): Readiness {
     const reasons: string[] = [];
+    if (this.#stopping) reasons.push("stopping");
     for (const broker of BROKERS) {
       if (!this.#connected[broker]) reasons.push(`${broker} disconnected`);
     }

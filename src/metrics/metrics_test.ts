@@ -389,7 +389,7 @@ Deno.test("Two BridgeMetrics do not share series, nor touch the global registry"
   );
 });
 
-Deno.test("BridgeMetrics readiness() names the disconnected brokers and a breaker that is not closed", () => {
+Deno.test("BridgeMetrics readiness() names a stop, the disconnected brokers and a breaker that is not closed", () => {
   const metrics = new BridgeMetrics({ routes: [] });
   assert.deepEqual(metrics.readiness(), {
     ready: false,
@@ -413,6 +413,12 @@ Deno.test("BridgeMetrics readiness() names the disconnected brokers and a breake
     ready: false,
     reasons: ["kafka disconnected", "circuit breaker open"],
   });
+  metrics.setStopping();
+  assert.deepEqual(metrics.readiness().reasons, [
+    "stopping",
+    "kafka disconnected",
+    "circuit breaker open",
+  ]);
 });
 
 Deno.test("dx_circuit_breaker_state says what its values mean", async () => {

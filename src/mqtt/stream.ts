@@ -502,6 +502,9 @@ function toMessage(packet: IPublishPacket): MqttMessage {
   };
 }
 
+/** MQTT 5 DISCONNECT reason code: another connection took the session. */
+const SESSION_TAKEN_OVER = 0x8e;
+
 function watchConnection(
   client: MqttClient,
   settings: Settings,
@@ -509,8 +512,12 @@ function watchConnection(
   stopping: () => boolean,
 ): void {
   let wasConnected = false;
+  // The reason the broker gave for closing, when it gave one (MQTT 5).
+  let disconnectReason: number | undefined;
+  client.on("disconnect", (packet) => disconnectReason = packet.reasonCode);
   client.on("connect", (connack) => {
     wasConnected = true;
+    disconnectReason = undefined;
     onState?.("connected");
     logger.info("MQTT connected to {url}", {
       url: redactUrl(settings.url),
@@ -523,9 +530,23 @@ function watchConnection(
       wasConnected = false;
       onState?.("disconnected");
       if (stopping()) return;
-      logger.warn("MQTT connection to {url} closed; reconnecting", {
-        url: redactUrl(settings.url),
-      });
+      if (disconnectReason === SESSION_TAKEN_OVER) {
+        logger.warn(
+          "MQTT connection to {url} closed: another client connected with the client id {clientId} and took the session over; reconnecting (give each bridge its own mqtt.clientId, and the same mqtt.sharedGroup to share the load)",
+          { url: redactUrl(settings.url), clientId: settings.clientId },
+        );
+        return;
+      }
+      // Some brokers (Mosquitto 2.0 among them) close a taken-over
+      // connection without saying why.
+      logger.warn(
+        "MQTT connection to {url} closed; reconnecting (if this repeats every few seconds, another client may be connecting with the client id {clientId})",
+        {
+          url: redactUrl(settings.url),
+          clientId: settings.clientId,
+          reasonCode: disconnectReason,
+        },
+      );
     }
   });
   client.on("reconnect", () => onState?.("connecting"));

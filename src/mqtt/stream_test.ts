@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { configure, type LogRecord, reset } from "@logtape/logtape";
+import mqtt from "mqtt";
 import { createCloudEvent, serializeStructured } from "../cloudevents/mod.ts";
 import { publishAll, uniqueName } from "../../tests/_kafka.ts";
 import { testBrokers } from "../../tests/_brokers.ts";
@@ -356,5 +358,76 @@ Deno.test({
     assert.equal(outcome, "ended");
     const left = await leftInSession(brokers!.mqttUrl, clientId, topic);
     assert.equal(left.length, 49, "all but the acknowledged one stay");
+  },
+});
+
+Deno.test({
+  name:
+    "mqttStream, when another client with its client id takes the session over, names that client id in its warning",
+  ignore,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const topic = uniqueName("stream/takeover");
+    const clientId = uniqueName("takeover");
+    const warnings: LogRecord[] = [];
+    await configure({
+      sinks: { memory: (record) => warnings.push(record) },
+      loggers: [
+        {
+          category: ["dataexchange", "mqtt"],
+          sinks: ["memory"],
+          lowestLevel: "warning",
+        },
+        { category: ["logtape", "meta"], sinks: [] },
+      ],
+    });
+    const controller = new AbortController();
+    let connected!: () => void;
+    const up = new Promise<void>((resolve) => connected = resolve);
+    const stream = mqttStream({
+      url: brokers!.mqttUrl,
+      topics: [topic],
+      clientId,
+      signal: controller.signal,
+      onState: (state) => state === "connected" && connected(),
+    });
+    const pending = stream.next();
+    let intruder: mqtt.MqttClient | undefined;
+    try {
+      await up;
+      // A second connection under the same id: the broker closes the first
+      // (with DISCONNECT reason 0x8E, session taken over, or, as Mosquitto
+      // 2.0 does, without a word).
+      intruder = await mqtt.connectAsync(brokers!.mqttUrl, {
+        clientId,
+        clean: false,
+        protocolVersion: 5,
+        reconnectPeriod: 0,
+      });
+      const deadline = Date.now() + 10_000;
+      const takeover = () =>
+        warnings.find((record) =>
+          /took the session over|another client may be connecting/.test(
+            record.rawMessage.toString(),
+          )
+        );
+      while (!takeover()) {
+        assert.ok(
+          Date.now() < deadline,
+          `no take-over warning within 10 s; got ${
+            JSON.stringify(warnings.map((r) => r.rawMessage))
+          }`,
+        );
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      assert.equal(takeover()!.properties.clientId, clientId);
+    } finally {
+      await intruder?.endAsync();
+      controller.abort();
+      await pending;
+      await stream.return(undefined);
+      await reset();
+    }
   },
 });

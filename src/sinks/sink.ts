@@ -172,8 +172,10 @@ export interface PipeOptions<E extends AnyEnvelope = AnyEnvelope> {
   signal?: AbortSignal;
   /**
    * Called for every envelope that is nacked, with the reason: the write's
-   * error, or the envelope's own error when it is invalid. Default: none
-   * (failures are logged at warning either way).
+   * error, or the envelope's own error when it is invalid. Default: none.
+   * The pipe itself logs each nack at debug only: the source says at
+   * warning what it does with the envelope (`kafkaStream` retries or
+   * dead-letters it), and `onError` is the place to report it otherwise.
    */
   onError?: (error: unknown, envelope: E) => void;
   /** What to do with invalid envelopes; see {@linkcode InvalidPolicy}. Default `"nack"`. */
@@ -412,7 +414,9 @@ function report(
   // An invalid message's own error may quote its bytes: log only its code.
   const own = envelope.kind === "invalid" && error === envelope.error;
   const code = (error as { code?: unknown })?.code;
-  logger.warn("Envelope nacked: {code}", {
+  // The source says what it does with a nacked envelope (retry, dead-letter
+  // or redeliver), at warning; here it is detail.
+  logger.debug("Envelope nacked: {code}", {
     kind: envelope.kind,
     code: typeof code === "string" ? code : "unknown",
     ...(own ? {} : { error }),
