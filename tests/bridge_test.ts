@@ -15,6 +15,7 @@ import {
   publishAll,
   readTopics,
   uniqueName,
+  withAdmin,
 } from "./_kafka.ts";
 
 const brokers = await testBrokers();
@@ -219,6 +220,92 @@ Deno.test({
       controller.abort();
       await running;
       assert.deepEqual(read, events, `${mode} mode`);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "a route topic deleted while the bridge runs: its events go to the dead-letter topic as topic-missing, the other routes go on",
+  ignore: brokers === undefined,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const id = uniqueName("deleted-topic");
+    const kept = `${id}.kept`;
+    const deleted = `${id}.deleted`;
+    const deadLetterTopic = `${id}.dlq`;
+    const mqttTopic = `${id}/devices/d1`;
+    const bridge = await startBridgeInProcess(parseConfig({
+      mqtt: {
+        url: brokers!.mqttUrl,
+        topics: [`${id}/devices/#`],
+        clientId: `${id}-bridge`,
+      },
+      kafka: { brokers: brokers!.kafkaBrokers },
+      routes: { kept, deleted },
+      defaultTopic: `${id}.default`,
+      deadLetterTopic,
+      log: { level: "error" },
+    }));
+    try {
+      const event = (classification: string) =>
+        createCloudEvent({
+          source: "/deleted-topic-test",
+          type: "dev.dataexchange.test",
+          classification,
+        });
+      // The bridge writes to both routes once, then one is deleted.
+      const before = [event("kept"), event("deleted")];
+      await publishAll(
+        brokers!.mqttUrl,
+        before.map((e) => ({
+          topic: mqttTopic,
+          payload: serializeStructured(e),
+        })),
+      );
+      await readTopics(brokers!.kafkaBrokers, [kept, deleted], {
+        until: (read) => read.length >= 2,
+      });
+      await withAdmin(
+        brokers!.kafkaBrokers,
+        (admin) => admin.deleteTopics({ topics: [deleted] }),
+      );
+
+      const after = [event("deleted"), event("kept")];
+      await publishAll(
+        brokers!.mqttUrl,
+        after.map((e) => ({
+          topic: mqttTopic,
+          payload: serializeStructured(e),
+        })),
+      );
+      const [dead] = await readTopics(
+        brokers!.kafkaBrokers,
+        [deadLetterTopic],
+        {
+          until: (read) => read.length >= 1,
+          timeoutMs: 60_000,
+        },
+      );
+      assert.equal(header(dead.message, "dx-error"), "topic-missing");
+      assert.match(
+        header(dead.message, "dx-error-detail") ?? "",
+        new RegExp(deleted.replaceAll(".", "\\.")),
+      );
+      // The original bytes, unchanged.
+      assert.equal(
+        new TextDecoder().decode(dead.message.value!),
+        new TextDecoder().decode(serializeStructured(after[0])),
+      );
+      const keptRecords = await readTopics(brokers!.kafkaBrokers, [kept], {
+        until: (read) => read.length >= 2,
+        timeoutMs: 60_000,
+      });
+      assert.equal(keptRecords.length, 2);
+    } finally {
+      const stats = await bridge.stop();
+      assert.equal(stats.failed, 0, "nothing left unacknowledged");
     }
   },
 });

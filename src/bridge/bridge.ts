@@ -15,7 +15,11 @@ import {
 } from "../cloudevents/mod.ts";
 import { DataExchangeError, isDataExchangeError } from "../errors.ts";
 import { retryWithBackoff } from "../_retry.ts";
-import { createKafka, describeError } from "../kafka/_kafkajs.ts";
+import {
+  classifyProduceError,
+  createKafka,
+  describeError,
+} from "../kafka/_kafkajs.ts";
 import { connectWithRetry, KafkaSink } from "../kafka/sink.ts";
 import { kafkaStream } from "../kafka/stream.ts";
 import { MqttSink, topicTemplate } from "../mqtt/sink.ts";
@@ -302,12 +306,18 @@ async function mqttToKafka(
     breakerThreshold: config.kafka.breakerThreshold,
     breakerHalfOpenAfterMs: config.kafka.breakerHalfOpenAfterMs,
     onBreakerStateChange: ({ state }) => metrics?.setBreakerState(state),
-    onRetry: ({ operation }) => {
+    onRetry: ({ operation, ...event }) => {
       metrics?.retried(
         operation === "connect" ? "kafka_connect" : "kafka_produce",
       );
       // A produce that failed for want of Kafka: not ready until one passes.
-      if (operation === "produce") kafkaUp(false);
+      // (A topic Kafka does not know is not Kafka being away.)
+      if (
+        operation === "produce" &&
+        classifyProduceError(event.error).kind !== "unknown-topic"
+      ) {
+        kafkaUp(false);
+      }
     },
     maxBufferedRecords: Math.max(config.mqtt.maxInFlight * 2, 1),
   });
@@ -644,9 +654,10 @@ function createDelivery(
           }));
         },
         (error) => {
-          if (!isRejected(error)) throw error;
+          const missing = isTopicMissing(error);
+          if (!isRejected(error) && !missing) throw error;
           return deadLetter(envelope, {
-            code: "kafka-rejected",
+            code: missing ? "topic-missing" : "kafka-rejected",
             message: describeError(error),
           });
         },
@@ -657,6 +668,10 @@ function createDelivery(
 
 function isRejected(error: unknown): boolean {
   return isDataExchangeError(error) && error.code === "record-rejected";
+}
+
+function isTopicMissing(error: unknown): boolean {
+  return isDataExchangeError(error) && error.code === "topic-missing";
 }
 
 function truncated(record: KafkaRecord, size: number): KafkaRecord {

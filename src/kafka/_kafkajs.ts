@@ -1,7 +1,7 @@
 /**
  * What the Kafka modules share about kafkajs: the client factory that sends
- * kafkajs' own logs to LogTape, the conversion of records, and the reading of
- * its errors.
+ * kafkajs' own logs to LogTape, the conversion of records, the reading of
+ * its errors, and how long a topic Kafka does not know is waited for.
  *
  * @module
  */
@@ -372,10 +372,24 @@ const ADVICE: Readonly<Record<string, string>> = {
 };
 
 /**
+ * The Kafka error type of a topic (or partition) the broker does not know:
+ * the topic does not exist, or it was created a moment ago and its metadata
+ * has not reached every broker yet. kafkajs marks it retriable, and throws it
+ * both from the metadata request that precedes a produce and from a produce
+ * answer.
+ */
+const UNKNOWN_TOPIC = "UNKNOWN_TOPIC_OR_PARTITION";
+
+/**
  * How a failed produce request is handled:
  *
  * - `transient`: it may pass (broker down, leader moving, timeout): sent
  *   again with backoff, counted by the circuit breaker;
+ * - `unknown-topic`: Kafka does not know the topic (yet): a request for one
+ *   topic is sent again for at most {@linkcode MISSING_TOPIC_RETRY_MS}, then
+ *   its records are rejected with `topic-missing`; a request for several
+ *   topics is split by topic first (kafkajs does not say which one is
+ *   unknown). The breaker does not count it: Kafka answers;
  * - `record`: Kafka refused a record (too large, invalid): the request is
  *   narrowed down to the records at fault, which are rejected;
  * - `topic`: Kafka refused a topic (invalid name, not authorized): the
@@ -388,19 +402,23 @@ const ADVICE: Readonly<Record<string, string>> = {
 export type ProduceFailure =
   | { readonly kind: "transient" }
   | {
-    readonly kind: "record" | "topic" | "refused";
+    readonly kind: "unknown-topic" | "record" | "topic" | "refused";
     /** The Kafka error type, such as `MESSAGE_TOO_LARGE`, or the error's name. */
     readonly type: string;
   };
 
 const TRANSIENT: ProduceFailure = Object.freeze({ kind: "transient" });
+const UNKNOWN_TOPIC_FAILURE: ProduceFailure = Object.freeze({
+  kind: "unknown-topic",
+  type: UNKNOWN_TOPIC,
+});
 
 /**
  * Classifies a produce failure by kafkajs' own account of it. Along the
  * `cause` chain (kafkajs wraps the broker's error in
  * `KafkaJSNumberOfRetriesExceeded` or `KafkaJSNonRetriableError`), the first
- * `KafkaJSProtocolError` decides: by its type when that refuses records or a
- * topic, else by its `retriable` flag. Without one, the innermost error
+ * `KafkaJSProtocolError` decides: by its type when that is an unknown topic or
+ * refuses records or a topic, else by its `retriable` flag. Without one, the innermost error
  * decides: `retriable: false`, or a `TypeError` and its kind, is `refused`;
  * anything else (connection lost, request timed out, an error kafkajs does
  * not flag) is `transient`.
@@ -413,6 +431,7 @@ export function classifyProduceError(error: unknown): ProduceFailure {
   for (const each of chain) {
     const type = (each as { type?: unknown }).type;
     if (typeof type !== "string") continue;
+    if (type === UNKNOWN_TOPIC) return UNKNOWN_TOPIC_FAILURE;
     if (RECORD_ERRORS.has(type)) return { kind: "record", type };
     if (TOPIC_ERRORS.has(type)) return { kind: "topic", type };
     const retriable = (each as { retriable?: unknown }).retriable;
@@ -427,6 +446,102 @@ export function classifyProduceError(error: unknown): ProduceFailure {
     return { kind: "refused", type: innermost.name };
   }
   return TRANSIENT;
+}
+
+/**
+ * How long a request for a topic Kafka does not know
+ * (`UNKNOWN_TOPIC_OR_PARTITION`) is sent again, from the first such answer,
+ * in milliseconds. A topic created a moment ago takes a while to reach the
+ * metadata of every broker (well under a second on a healthy cluster); a
+ * topic that does not exist stays unknown, and the records for it are
+ * rejected with `topic-missing` after one last attempt at the end of it.
+ */
+export const MISSING_TOPIC_RETRY_MS = 5_000;
+
+/** Most topics {@linkcode MissingTopics} remembers; beyond, the oldest goes. */
+const MAX_MISSING_TOPICS = 1_000;
+
+interface Missing {
+  /** When Kafka first said it does not know the topic. */
+  readonly since: number;
+  /** Whether the producer was renewed to ask about this topic alone. */
+  rechecked: boolean;
+}
+
+/**
+ * The topics Kafka answered `UNKNOWN_TOPIC_OR_PARTITION` for, and since
+ * when: each gets `windowMs` of retries from its first such answer, the last
+ * wait cut short to end with it; after that, each further request for it is
+ * tried once and not retried, until one succeeds and the topic is forgotten.
+ * So a stream of records for a topic that does not exist waits `windowMs`
+ * once, not once per request. At most 1000 topics are remembered; the one
+ * missing longest is forgotten first.
+ */
+export class MissingTopics {
+  readonly #windowMs: number;
+  readonly #now: () => number;
+  readonly #topics = new Map<string, Missing>();
+
+  /**
+   * @param windowMs How long a topic is retried, in milliseconds.
+   * @param now The clock, in milliseconds.
+   */
+  constructor(
+    windowMs: number = MISSING_TOPIC_RETRY_MS,
+    now: () => number = Date.now,
+  ) {
+    this.#windowMs = windowMs;
+    this.#now = now;
+  }
+
+  /** How long a topic is retried, in milliseconds. */
+  get windowMs(): number {
+    return this.#windowMs;
+  }
+
+  /**
+   * Notes that Kafka does not know `topic`, and tells how long to wait
+   * before sending a request for it again.
+   *
+   * @param topic The topic of the failed request.
+   * @param backoffMs The wait the backoff asks for, in milliseconds.
+   * @returns `backoffMs`, cut to what is left of the topic's window; or
+   *   `undefined` when the window is over: give up.
+   */
+  retryDelay(topic: string, backoffMs: number): number | undefined {
+    let missing = this.#topics.get(topic);
+    if (missing === undefined) {
+      missing = { since: this.#now(), rechecked: false };
+      this.#topics.set(topic, missing);
+      if (this.#topics.size > MAX_MISSING_TOPICS) {
+        this.#topics.delete(this.#topics.keys().next().value!);
+      }
+    }
+    const left = missing.since + this.#windowMs - this.#now();
+    return left > 0 ? Math.min(backoffMs, left) : undefined;
+  }
+
+  /** Milliseconds since Kafka first said it does not know `topic`; 0 if it did not. */
+  missingForMs(topic: string): number {
+    const missing = this.#topics.get(topic);
+    return missing === undefined ? 0 : this.#now() - missing.since;
+  }
+
+  /**
+   * Whether `topic` is yet to be checked with a fresh producer since it went
+   * missing: `true` once, then `false` until it is found again.
+   */
+  recheck(topic: string): boolean {
+    const missing = this.#topics.get(topic);
+    if (missing === undefined || missing.rechecked) return false;
+    missing.rechecked = true;
+    return true;
+  }
+
+  /** Forgets `topic`: Kafka took records for it. */
+  found(topic: string): void {
+    this.#topics.delete(topic);
+  }
 }
 
 /**

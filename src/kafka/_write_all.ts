@@ -104,10 +104,18 @@ export async function writeEvents(
       ((error, envelope) => onError(error, plain.get(envelope) ?? envelope)),
   });
   const result = { ...counts, deadLettered };
-  logger.info(
-    "Kafka writeAll ended: {written} written, {failed} failed, {invalid} invalid, {deadLettered} dead-lettered",
-    { ...result, aborted: signal?.aborted ?? false },
-  );
+  const properties = { ...result, aborted: signal?.aborted ?? false };
+  if (result.failed > 0) {
+    logger.warn(
+      "Kafka writeAll ended with {failed} events not delivered: {written} written, {failed} failed, {invalid} invalid, {deadLettered} dead-lettered",
+      properties,
+    );
+  } else {
+    logger.info(
+      "Kafka writeAll ended: {written} written, {failed} failed, {invalid} invalid, {deadLettered} dead-lettered",
+      properties,
+    );
+  }
   return result;
 }
 

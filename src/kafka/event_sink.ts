@@ -271,8 +271,11 @@ export interface KafkaWriteAllOptions
   deadLetterRecord?: (envelope: AnyInvalidEnvelope) => KafkaRecord;
   /**
    * Called for every item not delivered (the envelope, or the plain
-   * CloudEvent), with the reason. Default: none (failures are logged at
-   * warning either way).
+   * CloudEvent), with the reason, such as a `topic-missing` error. Default:
+   * none: failures are counted in `failed`, and the Kafka sink logs why it
+   * gave up on records (per request, under the LogTape category
+   * `["dataexchange", "kafka", "producer"]`, once the application has
+   * configured LogTape).
    */
   onError?: (error: unknown, item: CloudEvent | AnyEnvelope) => void;
 }

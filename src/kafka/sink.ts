@@ -5,7 +5,12 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import type { ICustomPartitioner, Message, Producer } from "kafkajs";
+import type {
+  ICustomPartitioner,
+  Message,
+  Producer,
+  TopicMessages,
+} from "kafkajs";
 import { CompressionTypes, Partitioners } from "kafkajs";
 import {
   type CloudEvent,
@@ -23,13 +28,18 @@ import {
   retryThroughBreaker,
   SendBreaker,
 } from "./_breaker.ts";
-import { type RetryEvent, retryWithBackoff } from "../_retry.ts";
+import {
+  abortableDelay,
+  type RetryEvent,
+  retryWithBackoff,
+} from "../_retry.ts";
 import {
   adviceFor,
   classifyProduceError,
   createKafka,
   describeError,
   type KafkaConnectionOptions,
+  MissingTopics,
   type ProduceFailure,
   toKafkajsMessage,
 } from "./_kafkajs.ts";
@@ -120,8 +130,10 @@ export interface KafkaSinkOptions extends KafkaConnectionOptions {
   onRetry?: (event: RetryEvent & { operation: "connect" | "produce" }) => void;
   /**
    * Let a send to a missing topic create it, where the brokers allow that
-   * (`auto.create.topics.enable`). Default `false`: a missing topic is an
-   * error that is retried until the topic exists.
+   * (`auto.create.topics.enable`). Default `false`: the topics must exist.
+   * Records for a topic Kafka does not know are sent again for about 5 s
+   * (a topic just created takes a moment to reach every broker), then
+   * rejected with `topic-missing`.
    */
   allowAutoTopicCreation?: boolean;
   /** Aborting it stops the retries: what is still buffered is rejected. */
@@ -187,6 +199,13 @@ interface Pending {
  * - failures that may pass (broker down, leader election, timeout) are
  *   retried with exponential backoff and full jitter for as long as the sink
  *   is open;
+ * - a topic Kafka does not know (`UNKNOWN_TOPIC_OR_PARTITION`) is retried
+ *   for about 5 s from the first such answer, long enough for a topic just
+ *   created to reach every broker; then the records for that topic are
+ *   rejected with `topic-missing`, naming it, and the others are sent. Later
+ *   records for the same topic are tried once each, without waiting again,
+ *   until one gets through. The breaker does not count it (Kafka answers),
+ *   and it is logged at warning on every retry, at error on giving up;
  * - a refusal of records (too large, invalid record) is narrowed down to the
  *   records at fault, which are rejected with `record-rejected`; the others
  *   are sent;
@@ -204,6 +223,19 @@ interface Pending {
  * stored once. Under Kafka's default size limit (`max.message.bytes`,
  * 1 MiB) this does not arise for size: a record of more than 1,000,000
  * bytes always travels in a request of its own.
+ *
+ * The topics must exist, or the sink be connected with
+ * `allowAutoTopicCreation: true` (and the brokers allow it, with
+ * `auto.create.topics.enable`): by default a send to a missing topic does
+ * not create it, and ends in `topic-missing` as above.
+ *
+ * The sink logs through LogTape, under the categories
+ * `["dataexchange", "kafka", "producer"]` (its own lines: retries at
+ * warning, records given up at error) and `["dataexchange", "kafka",
+ * "kafkajs"]` (the client's own lines, at debug). Like any library that uses
+ * LogTape, it logs nothing until the application calls LogTape's
+ * `configure()`; without that, the promises and callbacks (`onRetry`,
+ * `onBreakerStateChange`) are the only account of what happens.
  *
  * A circuit breaker (cockatiel's, consecutive failures) guards the produce
  * requests: after `breakerThreshold` failed requests in a row it opens, and
@@ -234,9 +266,32 @@ interface Pending {
  *   await sink.send("dx.telemetry", toKafkaRecord(event)); // resolves on Kafka's ack
  * }
  * ```
+ *
+ * @example See the sink's logs: configure LogTape in the application
+ * ```ts
+ * import { configure, getConsoleSink } from "@logtape/logtape";
+ * import { KafkaSink } from "@dataexchange/streams/kafka";
+ *
+ * // Needs Kafka on 127.0.0.1:9092: runs when this file is run as a script.
+ * if (import.meta.main) {
+ *   await configure({
+ *     sinks: { console: getConsoleSink() },
+ *     loggers: [
+ *       { category: ["dataexchange"], lowestLevel: "info", sinks: ["console"] },
+ *       { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["console"] },
+ *     ],
+ *   });
+ *   await using sink = await KafkaSink.connect({ brokers: ["127.0.0.1:9092"] });
+ *   console.log(sink.breakerState); // closed, after "Kafka producer connected" on the console
+ * }
+ * ```
  */
 export class KafkaSink implements AsyncDisposable {
   #producer: Producer;
+  #createProducer: () => Producer;
+  #brokers: readonly string[];
+  #allowAutoTopicCreation: boolean;
+  #missing = new MissingTopics();
   #batchSize: number;
   #lingerMs: number;
   #maxBuffered: number;
@@ -263,12 +318,16 @@ export class KafkaSink implements AsyncDisposable {
   #onSendAbort = (event: Event) => this.#withdraw(event.target as AbortSignal);
 
   private constructor(
+    createProducer: () => Producer,
     producer: Producer,
     breaker: SendBreaker,
     assigned: WeakMap<Message, number>,
     options: KafkaSinkOptions,
   ) {
+    this.#createProducer = createProducer;
     this.#producer = producer;
+    this.#brokers = options.brokers;
+    this.#allowAutoTopicCreation = options.allowAutoTopicCreation ?? false;
     this.#breaker = breaker;
     this.#assigned = assigned;
     this.#batchSize = positive("batchSize", options.batchSize ?? 500);
@@ -315,10 +374,12 @@ export class KafkaSink implements AsyncDisposable {
     const breaker = createBreaker(options);
     const kafka = createKafka(options);
     const assigned = new WeakMap<Message, number>();
-    const producer = kafka.producer({
-      createPartitioner: recordingPartitioner(assigned),
-      allowAutoTopicCreation: options.allowAutoTopicCreation ?? false,
-    });
+    const createProducer = () =>
+      kafka.producer({
+        createPartitioner: recordingPartitioner(assigned),
+        allowAutoTopicCreation: options.allowAutoTopicCreation ?? false,
+      });
+    const producer = createProducer();
     await connectWithRetry(() => producer.connect(), options.brokers, {
       signal: options.signal,
       onRetry: (event) => options.onRetry?.({ ...event, operation: "connect" }),
@@ -326,7 +387,7 @@ export class KafkaSink implements AsyncDisposable {
     logger.info("Kafka producer connected to {brokers}", {
       brokers: options.brokers,
     });
-    return new KafkaSink(producer, breaker, assigned, options);
+    return new KafkaSink(createProducer, producer, breaker, assigned, options);
   }
 
   /** Records buffered or in flight, not yet settled. */
@@ -355,10 +416,12 @@ export class KafkaSink implements AsyncDisposable {
    * @throws {DataExchangeError} `record-rejected` when the topic is not a
    *   valid Kafka topic name (the record is not sent), or when Kafka refuses
    *   the record itself (for example, too large) or its topic (for example,
-   *   not authorized); `produce-refused` when Kafka refuses the request for
-   *   a reason no retry fixes (cluster authorization, protocol version);
-   *   `sink-closed` when the sink closes before the record was acknowledged.
-   *   None of them is retriable but `sink-closed`.
+   *   not authorized); `topic-missing` when Kafka still does not know the
+   *   topic after about 5 s of retries (create it, or connect with
+   *   `allowAutoTopicCreation: true`); `produce-refused` when Kafka refuses
+   *   the request for a reason no retry fixes (cluster authorization,
+   *   protocol version); `sink-closed` when the sink closes before the record
+   *   was acknowledged. None of them is retriable but `sink-closed`.
    * @throws The reason of `options.signal` when it aborts first.
    */
   async send(
@@ -424,6 +487,18 @@ export class KafkaSink implements AsyncDisposable {
    * it; without one it is nacked with its error. An event whose record Kafka
    * refuses is nacked with the `record-rejected` error: the caller decides
    * (the bridge dead-letters those).
+   *
+   * Every topic written to must exist, or the sink be connected with
+   * `allowAutoTopicCreation: true`. An event for a topic Kafka does not know
+   * is nacked (or, for a plain event, counted in `failed` and passed to
+   * `onError`) with a `topic-missing` error that names the topic, once
+   * Kafka still does not know it after about 5 s of retries; events for the
+   * other topics are delivered meanwhile. Later events for that topic fail
+   * after one attempt each, so a whole stream for a missing topic ends in
+   * seconds, every event failed: check `result.failed`. The reasons are
+   * logged under the LogTape category `["dataexchange", "kafka",
+   * "producer"]`, which prints nothing until the application configures
+   * LogTape.
    *
    * At most `maxConcurrent` events (default `maxBufferedRecords`) are
    * outstanding: the source is not pulled beyond that. It is
@@ -639,45 +714,155 @@ export class KafkaSink implements AsyncDisposable {
     return most;
   }
 
+  /**
+   * Sends a batch until Kafka takes it or refuses it. A topic Kafka does not
+   * know is waited for here, for a while (see {@linkcode MissingTopics}),
+   * in a request for that topic alone: kafkajs does not say which topic of
+   * a request it does not know, so `#narrow` splits a request for several
+   * by topic first.
+   */
   async #deliver(batch: Pending[]): Promise<void> {
-    let failure: ProduceFailure;
-    let error: unknown;
-    try {
-      const topicMessages = groupByTopic(batch).map((items) => ({
-        topic: items[0].topic,
-        messages: items.map((item) => item.message),
-      }));
-      await retryThroughBreaker(
-        this.#breaker,
-        () =>
-          this.#producer.sendBatch({
-            acks: this.#acks,
-            compression: this.#compression,
-            topicMessages,
-          }),
-        {
-          signal: this.#signal,
-          initialDelayMs: this.#retryInitialDelayMs,
-          maxDelayMs: this.#retryMaxDelayMs,
-          shouldRetry: isTransient,
-          onRetry: (event) => {
-            logProduceRetry(event);
-            this.#onRetry?.({ ...event, operation: "produce" });
-          },
+    const byTopic = groupByTopic(batch);
+    const topic = byTopic.length === 1 ? batch[0].topic : undefined;
+    const topicMessages = byTopic.map((items) => ({
+      topic: items[0].topic,
+      messages: items.map((item) => item.message),
+    }));
+    for (let attempt = 1;; attempt++) {
+      let failure: ProduceFailure;
+      let error: unknown;
+      try {
+        await this.#send(topicMessages);
+        for (const items of byTopic) this.#missing.found(items[0].topic);
+        for (const item of batch) item.resolve();
+        return;
+      } catch (caught) {
+        error = caught;
+        failure = classifyProduceError(caught);
+      }
+      if (this.#signal.aborted || failure.kind === "transient") {
+        // Only an abort ends the retries of a transient failure.
+        for (const item of batch) item.reject(closedError(error));
+        return;
+      }
+      let again: boolean;
+      try {
+        again = failure.kind === "unknown-topic" && topic !== undefined &&
+          await this.#waitForTopic(topic, attempt, error);
+      } catch (caught) {
+        for (const item of batch) item.reject(closedError(caught));
+        return;
+      }
+      if (!again) {
+        await this.#narrow(batch, failure, error);
+        return;
+      }
+    }
+  }
+
+  /**
+   * After Kafka said, on attempt `attempt`, that it does not know `topic`:
+   * waits before the next attempt while the topic's window lasts, or renews
+   * the producer once it is over, and tells whether to try again.
+   *
+   * @throws The sink's abort reason, when it aborts first.
+   */
+  async #waitForTopic(
+    topic: string,
+    attempt: number,
+    error: unknown,
+  ): Promise<boolean> {
+    const backoffMs = Math.random() * Math.min(
+      this.#retryMaxDelayMs,
+      this.#retryInitialDelayMs * 2 ** (attempt - 1),
+    );
+    const delayMs = this.#missing.retryDelay(topic, backoffMs);
+    if (delayMs !== undefined) {
+      this.#logMissingTopicRetry(topic, attempt, delayMs, error);
+      this.#onRetry?.({ attempt, delayMs, error, operation: "produce" });
+      await abortableDelay(delayMs, this.#signal);
+      return true;
+    }
+    if (!this.#missing.recheck(topic)) return false;
+    // A kafkajs producer asks Kafka about every topic it ever wrote to, and
+    // after one of them was deleted, fails every request with this error,
+    // whatever its topic. A new producer asks about this one alone.
+    await this.#renewProducer(topic);
+    return true;
+  }
+
+  /**
+   * Sends one produce request through the breaker, retrying transient
+   * failures for as long as the sink is open.
+   */
+  #send(topicMessages: TopicMessages[]): Promise<unknown> {
+    return retryThroughBreaker(
+      this.#breaker,
+      () =>
+        this.#producer.sendBatch({
+          acks: this.#acks,
+          compression: this.#compression,
+          topicMessages,
+        }),
+      {
+        signal: this.#signal,
+        initialDelayMs: this.#retryInitialDelayMs,
+        maxDelayMs: this.#retryMaxDelayMs,
+        shouldRetry: isTransient,
+        onRetry: (event) => {
+          logProduceRetry(event);
+          this.#onRetry?.({ ...event, operation: "produce" });
         },
-      );
-      for (const item of batch) item.resolve();
-      return;
-    } catch (caught) {
-      error = caught;
-      failure = classifyProduceError(caught);
+      },
+    );
+  }
+
+  /**
+   * Replaces the producer by a new one, connected, which knows no topics
+   * yet; the old one is disconnected without waiting.
+   *
+   * @throws The sink's abort reason, when it closes first.
+   */
+  async #renewProducer(topic: string): Promise<void> {
+    logger.info(
+      "Kafka does not know topic {topic} after {missingForMs} ms; connecting a new producer to ask about this topic alone",
+      { topic, missingForMs: this.#missing.missingForMs(topic) },
+    );
+    const fresh = this.#createProducer();
+    try {
+      await connectWithRetry(() => fresh.connect(), this.#brokers, {
+        signal: this.#signal,
+        onRetry: (event) => this.#onRetry?.({ ...event, operation: "connect" }),
+      });
+    } catch (error) {
+      disconnectQuietly(fresh);
+      throw error;
     }
-    if (this.#signal.aborted || failure.kind === "transient") {
-      // Only an abort ends the retries of a transient failure.
-      for (const item of batch) item.reject(closedError(error));
-      return;
-    }
-    await this.#narrow(batch, failure, error);
+    const old = this.#producer;
+    this.#producer = fresh;
+    disconnectQuietly(old);
+  }
+
+  #logMissingTopicRetry(
+    topic: string,
+    attempt: number,
+    delayMs: number,
+    error: unknown,
+  ): void {
+    // The advice is one of two constants, so the template stays constant.
+    logger.warn(
+      "Kafka topic {topic} does not exist (yet); attempt {attempt}, retrying in {delayMs} ms, for up to {missingTopicRetryMs} ms from the first such answer, then its records are rejected with topic-missing: " +
+        (this.#allowAutoTopicCreation
+          ? AUTO_CREATION_FAILED_ADVICE
+          : CREATE_TOPIC_ADVICE),
+      {
+        topic,
+        attempt,
+        delayMs: Math.round(delayMs),
+        missingTopicRetryMs: this.#missing.windowMs,
+        error: describeError(error),
+      },
+    );
   }
 
   /**
@@ -710,6 +895,31 @@ export class KafkaSink implements AsyncDisposable {
     const byTopic = groupByTopic(live);
     if (byTopic.length > 1) {
       for (const items of byTopic) await this.#deliver(items);
+      return;
+    }
+    if (failure.kind === "unknown-topic") {
+      const topic = live[0].topic;
+      const missingForMs = this.#missing.missingForMs(topic);
+      const missing = topicMissingError(
+        live,
+        missingForMs,
+        this.#allowAutoTopicCreation,
+        error,
+      );
+      // The advice is one of two constants, so the template stays constant.
+      logger.error(
+        "Kafka topic {topic} does not exist: {count} records for it rejected with topic-missing after {missingForMs} ms of UNKNOWN_TOPIC_OR_PARTITION; " +
+          (this.#allowAutoTopicCreation
+            ? AUTO_CREATION_FAILED_ADVICE
+            : CREATE_TOPIC_ADVICE),
+        {
+          topic,
+          count: live.length,
+          missingForMs,
+          error: describeError(error),
+        },
+      );
+      for (const item of live) item.reject(missing);
       return;
     }
     if (failure.kind === "topic") {
@@ -792,7 +1002,9 @@ function isTransient(error: unknown): boolean {
 /**
  * Whether a failure counts towards opening the breaker: one that may pass
  * (Kafka is not answering), or a refusal of the whole request (Kafka
- * answers, but takes nothing). Refusals of a record or a topic do not.
+ * answers, but takes nothing). Refusals of a record or a topic do not, nor
+ * does a topic Kafka does not know: Kafka answers, and other topics may
+ * take their records.
  */
 function countsForBreaker(error: unknown): boolean {
   const kind = classifyProduceError(error).kind;
@@ -948,6 +1160,32 @@ function topicRejectedError(
   );
 }
 
+/** What to do about a missing topic, when the sink may not create topics. */
+const CREATE_TOPIC_ADVICE =
+  "create the topic, or connect the KafkaSink with allowAutoTopicCreation: true where the brokers have auto.create.topics.enable";
+/** What to do about a missing topic, when the brokers did not create it. */
+const AUTO_CREATION_FAILED_ADVICE =
+  "create the topic: the brokers did not create it although allowAutoTopicCreation is on (is their auto.create.topics.enable false?)";
+
+function topicMissingError(
+  batch: Pending[],
+  missingForMs: number,
+  allowAutoTopicCreation: boolean,
+  cause: unknown,
+): DataExchangeError {
+  return new DataExchangeError(
+    "topic-missing",
+    `Kafka topic "${
+      batch[0].topic
+    }" does not exist: Kafka answered UNKNOWN_TOPIC_OR_PARTITION for ${missingForMs} ms (${
+      describeError(cause)
+    }), so ${batch.length} records for it were not sent; ${
+      allowAutoTopicCreation ? AUTO_CREATION_FAILED_ADVICE : CREATE_TOPIC_ADVICE
+    }`,
+    { cause },
+  );
+}
+
 function refusedError(
   batch: Pending[],
   type: string,
@@ -1084,4 +1322,13 @@ function logProduceRetry(
       error: describeError(error),
     },
   );
+}
+
+/** Disconnects a producer that is no longer used; a failure is only logged. */
+function disconnectQuietly(producer: Producer): void {
+  producer.disconnect().catch((error: unknown) => {
+    logger.debug("A replaced Kafka producer failed to disconnect: {error}", {
+      error: describeError(error),
+    });
+  });
 }

@@ -19,6 +19,7 @@ import {
   withAdmin,
 } from "../../tests/_kafka.ts";
 import { type BreakerStateChange, KafkaSink } from "./sink.ts";
+import { classifyProduceError, MISSING_TOPIC_RETRY_MS } from "./_kafkajs.ts";
 
 const shared = await testBrokers();
 const ignore = shared === undefined;
@@ -404,11 +405,19 @@ Deno.test({
       defaultTopic: telemetry,
       deadLetterTopic: dead,
     });
+    // The alerts topic does not exist yet: it is created once Kafka said so.
+    let created: Promise<void> | undefined;
+    let settledBeforeCreated: boolean | undefined;
     await using sink = await KafkaSink.connect({
       brokers: shared!.kafkaBrokers,
       retryInitialDelayMs: 50,
       retryMaxDelayMs: 200,
       breakerHalfOpenAfterMs: 200,
+      onRetry: ({ operation }) => {
+        if (operation !== "produce" || created !== undefined) return;
+        settledBeforeCreated = settled.has("a-1");
+        created = createTopics(shared!.kafkaBrokers, [alerts]);
+      },
     });
     // What Kafka acknowledged, by event id or MQTT topic of a dead letter.
     const acknowledged = new Set<string>();
@@ -446,12 +455,14 @@ Deno.test({
       yield envelope("t-2");
     }
 
-    const writing = sink.writeAll(envelopes(), { topic: router });
-    // The alerts topic does not exist yet: Kafka cannot acknowledge a-1.
-    await abortableDelay(1500);
-    assert.equal(settled.has("a-1"), false, "not settled before Kafka has it");
-    await createTopics(shared!.kafkaBrokers, [alerts]);
-    const result = await writing;
+    const result = await sink.writeAll(envelopes(), { topic: router });
+    await created;
+
+    assert.equal(
+      settledBeforeCreated,
+      false,
+      "not settled before Kafka has it",
+    );
 
     assert.deepEqual(result, {
       written: 3,
@@ -480,5 +491,234 @@ Deno.test({
     const letter = records.find((r) => r.topic === dead)!.message;
     assert.equal(header(letter, "dx-error"), "malformed-json");
     assert.equal(header(letter, "dx-mqtt-topic"), "sensors/7");
+  },
+});
+
+/** Whether `error` is `topic-missing` for `topic`, with kafkajs' error as cause. */
+function isTopicMissing(topic: string) {
+  return (error: unknown): boolean => {
+    assert.ok(isDataExchangeError(error), String(error));
+    assert.equal(error.code, "topic-missing", error.message);
+    assert.equal(error.retriable, false);
+    assert.match(error.message, new RegExp(`topic "${topic}" does not exist`));
+    assert.match(error.message, /create the topic/);
+    assert.match(error.message, /allowAutoTopicCreation: true/);
+    assert.deepEqual(classifyProduceError(error.cause), {
+      kind: "unknown-topic",
+      type: "UNKNOWN_TOPIC_OR_PARTITION",
+    });
+    return true;
+  };
+}
+
+/** The time `work` took to settle, in milliseconds, and how it settled. */
+async function timed<T>(
+  work: Promise<T>,
+): Promise<{ ms: number; outcome: PromiseSettledResult<T> }> {
+  const start = performance.now();
+  const [outcome] = await Promise.allSettled([work]);
+  return { ms: performance.now() - start, outcome };
+}
+
+/** The longest a request for a missing topic may take to be rejected. */
+const MISSING_TOPIC_BOUND_MS = MISSING_TOPIC_RETRY_MS + 4_000;
+
+Deno.test({
+  name:
+    "KafkaSink rejects the records for a missing topic with topic-missing, naming it, within the bound, while the records for an existing topic of the same request are delivered; the breaker does not count it",
+  ignore,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    // Regression: UNKNOWN_TOPIC_OR_PARTITION, retriable for kafkajs, was
+    // retried forever, and the records for every other topic waited behind.
+    const existing = uniqueName("sink-exists");
+    const missing = uniqueName("sink-missing");
+    await createTopics(shared!.kafkaBrokers, [existing]);
+    const changes: BreakerStateChange[] = [];
+    const retries: string[] = [];
+    await using sink = await KafkaSink.connect({
+      brokers: shared!.kafkaBrokers,
+      lingerMs: 300, // one request for the three records
+      breakerThreshold: 2,
+      onBreakerStateChange: (change) => changes.push(change),
+      onRetry: ({ operation }) => retries.push(operation),
+    });
+
+    const start = performance.now();
+    const delivered: Array<Promise<number>> = [];
+    const sends = [
+      sink.send(existing, recordOf("e-1")),
+      sink.send(missing, recordOf("m-1")),
+      sink.send(existing, recordOf("e-2")),
+    ];
+    for (const sent of [sends[0], sends[2]]) {
+      delivered.push(sent.then(() => performance.now() - start));
+    }
+    const rejected = await timed(sends[1]);
+
+    assert.equal(rejected.outcome.status, "rejected");
+    isTopicMissing(missing)((rejected.outcome as PromiseRejectedResult).reason);
+    assert.ok(
+      rejected.ms < MISSING_TOPIC_BOUND_MS,
+      `rejected after ${Math.round(rejected.ms)} ms`,
+    );
+    assert.ok(
+      rejected.ms >= MISSING_TOPIC_RETRY_MS,
+      `retried for ${Math.round(rejected.ms)} ms`,
+    );
+    const [first, second] = await Promise.all(delivered);
+    assert.ok(first < rejected.ms && second < rejected.ms, "delivered first");
+    assert.ok(retries.includes("produce"), "the missing topic was retried");
+    assert.deepEqual(changes, [], "the breaker stayed closed");
+    assert.equal(sink.breakerState, "closed");
+
+    // Later records for it: one attempt, no second wait.
+    const again = await timed(sink.send(missing, recordOf("m-2")));
+    assert.equal(again.outcome.status, "rejected");
+    isTopicMissing(missing)((again.outcome as PromiseRejectedResult).reason);
+    assert.ok(again.ms < 3_000, `rejected again after ${again.ms} ms`);
+
+    assert.equal(await recordsIn(shared!.kafkaBrokers, existing), 2);
+    const records = await readTopics(shared!.kafkaBrokers, [existing], {
+      until: (read) => read.length >= 2,
+    });
+    assert.deepEqual(records.map((r) => header(r.message, "ce_id")), [
+      "e-1",
+      "e-2",
+    ]);
+  },
+});
+
+Deno.test({
+  name:
+    "KafkaSink.writeAll() of a stream for a missing topic ends within seconds with every event failed with topic-missing, each passed to onError",
+  ignore,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    // Regression: a library user's writeAll to a topic that did not exist
+    // printed nothing and did not end: the sink retried it forever.
+    const missing = uniqueName("sink-write-all-missing");
+    await using sink = await KafkaSink.connect({
+      brokers: shared!.kafkaBrokers,
+      batchSize: 100,
+    });
+    const count = 1000;
+    async function* events() {
+      for (let n = 0; n < count; n++) {
+        yield createCloudEvent({
+          id: `e-${n}`,
+          source: "/sink-test",
+          type: "t",
+        });
+      }
+    }
+    const errors: unknown[] = [];
+
+    const { ms, outcome } = await timed(
+      sink.writeAll(events(), {
+        topic: missing,
+        onError: (error) => errors.push(error),
+      }),
+    );
+
+    assert.equal(outcome.status, "fulfilled");
+    assert.deepEqual((outcome as PromiseFulfilledResult<unknown>).value, {
+      written: 0,
+      failed: count,
+      invalid: 0,
+      deadLettered: 0,
+    });
+    assert.equal(errors.length, count);
+    for (const error of errors) isTopicMissing(missing)(error);
+    // One wait for the topic, then one quick attempt per request of 100.
+    assert.ok(
+      ms < MISSING_TOPIC_BOUND_MS + 10 * 1_000,
+      `ended after ${Math.round(ms)} ms`,
+    );
+    assert.equal(sink.pending, 0);
+  },
+});
+
+Deno.test({
+  name:
+    "KafkaSink delivers the records for a topic created shortly after the first attempt failed for want of it",
+  ignore,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const topic = uniqueName("sink-created-late");
+    let created: Promise<void> | undefined;
+    let retriesBeforeCreated = 0;
+    await using sink = await KafkaSink.connect({
+      brokers: shared!.kafkaBrokers,
+      onRetry: ({ operation, error }) => {
+        if (operation !== "produce" || created !== undefined) return;
+        retriesBeforeCreated++;
+        assert.equal(
+          classifyProduceError(error).kind,
+          "unknown-topic",
+          String(error),
+        );
+        created = createTopics(shared!.kafkaBrokers, [topic]);
+      },
+    });
+
+    await sink.send(topic, recordOf("late"));
+    await created;
+
+    assert.equal(retriesBeforeCreated, 1, "created from the first retry");
+    assert.ok(created !== undefined, "the first attempt failed");
+    assert.equal(await recordsIn(shared!.kafkaBrokers, topic), 1);
+    const records = await readTopics(shared!.kafkaBrokers, [topic], {
+      until: (read) => read.length >= 1,
+    });
+    assert.equal(header(records[0].message, "ce_id"), "late");
+  },
+});
+
+Deno.test({
+  name:
+    "KafkaSink delivers to an existing topic after a topic it wrote to was deleted, and rejects the deleted topic's records with topic-missing",
+  ignore,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    // Regression: a kafkajs producer asks for the metadata of every topic it
+    // ever wrote to, so once one is deleted every request fails with
+    // UNKNOWN_TOPIC_OR_PARTITION; the sink then renews its producer.
+    const kept = uniqueName("sink-kept");
+    const deleted = uniqueName("sink-deleted");
+    const later = uniqueName("sink-later");
+    await createTopics(shared!.kafkaBrokers, [kept, deleted, later]);
+    const retries: string[] = [];
+    await using sink = await KafkaSink.connect({
+      brokers: shared!.kafkaBrokers,
+      onRetry: ({ operation }) => retries.push(operation),
+    });
+    await sink.send(kept, recordOf("k-1"));
+    await sink.send(deleted, recordOf("d-1"));
+    await withAdmin(shared!.kafkaBrokers, async (admin) => {
+      await admin.deleteTopics({ topics: [deleted] });
+      const deadline = performance.now() + 30_000;
+      while ((await admin.listTopics()).includes(deleted)) {
+        assert.ok(performance.now() < deadline, "the topic is not deleted");
+        await abortableDelay(50);
+      }
+    });
+
+    const { ms, outcome } = await timed(sink.send(later, recordOf("l-1")));
+
+    assert.equal(outcome.status, "fulfilled", String(outcome));
+    assert.ok(retries.includes("produce"), "kafkajs failed it at first");
+    assert.ok(ms < MISSING_TOPIC_BOUND_MS, `delivered after ${ms} ms`);
+    await sink.send(kept, recordOf("k-2"));
+    await assert.rejects(
+      sink.send(deleted, recordOf("d-2")),
+      isTopicMissing(deleted),
+    );
+    assert.equal(await recordsIn(shared!.kafkaBrokers, later), 1);
+    assert.equal(await recordsIn(shared!.kafkaBrokers, kept), 2);
   },
 });

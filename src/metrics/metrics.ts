@@ -137,6 +137,7 @@ export const FAILURE_REASONS: readonly FailureReason[] = Object.freeze([
 export type DeadLetterReason =
   | CloudEventErrorCode
   | "kafka-rejected"
+  | "topic-missing"
   | "encode-failed"
   | "topic-template"
   | "processing-failed"
@@ -294,6 +295,7 @@ const REASONS: Readonly<Record<DeadLetterReason, true>> = {
   "invalid-encoding": true,
   "unsupported-format": true,
   "kafka-rejected": true,
+  "topic-missing": true,
   "encode-failed": true,
   "topic-template": true,
   "processing-failed": true,
