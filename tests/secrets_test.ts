@@ -281,7 +281,7 @@ Deno.test("file and TLS errors are configuration errors (exit 2, also for --chec
         DX_MQTT_URL: `mqtt://bridge:${secret}@127.0.0.1:1883`,
         DX_MQTT_TLS_CA: files.cert,
       },
-      /mqtt\.tls is set, but mqtt\.url mqtt:\/\/bridge:\*\*\*@127\.0\.0\.1:1883 does not use TLS/,
+      /^ {2}mqtt\.url: a URL with TLS .*; given "mqtt:\/\/bridge:\*\*\*@127\.0\.0\.1:1883"$/m,
     ],
     [
       "a key file that holds no key",
@@ -290,17 +290,17 @@ Deno.test("file and TLS errors are configuration errors (exit 2, also for --chec
         DX_MQTT_TLS_CERT: files.cert,
         DX_MQTT_TLS_KEY: notAKey,
       },
-      /mqtt\.tls\.key \(.*not-a-key\.pem\) holds no PEM private key/,
+      /^ {2}mqtt\.tls\.key: a PEM private key, unencrypted; given ".*not-a-key\.pem", which holds no "-----BEGIN \.\.\. PRIVATE KEY-----" line$/m,
     ],
     [
       "Kafka TLS files with TLS off",
       { DX_KAFKA_TLS_KEY: files.key, DX_KAFKA_TLS_CERT: files.cert },
-      /kafka\.tls\.cert is set, but kafka\.tls\.enabled is false/,
+      /^ {2}kafka\.tls\.enabled: true .*since kafka\.tls is set \(cert, key\).*; given nothing \(the default is false\)$/m,
     ],
     [
       "a client certificate without its key",
       { DX_KAFKA_TLS_ENABLED: "true", DX_KAFKA_TLS_CERT: files.cert },
-      /kafka\.tls\.cert is set without kafka\.tls\.key/,
+      /^ {2}kafka\.tls\.key: a PEM private key file, since kafka\.tls\.cert is set: .*; given nothing$/m,
     ],
     [
       "a password file that is missing",
@@ -308,7 +308,7 @@ Deno.test("file and TLS errors are configuration errors (exit 2, also for --chec
         DX_MQTT_USERNAME: "bridge",
         DX_MQTT_PASSWORD_FILE: `${files.dir}/missing`,
       },
-      /Cannot read mqtt\.passwordFile \(.*missing\)/,
+      /^ {2}mqtt\.passwordFile: a file holding the password; given ".*missing", which cannot be read: /m,
     ],
   ];
   for (const [what, env, expected] of cases) {
@@ -322,6 +322,7 @@ Deno.test("file and TLS errors are configuration errors (exit 2, also for --chec
     // --check-config (regression: it said "configuration ok").
     assert.equal(code, 2, `${what}: exit code 2\n${output}`);
     assert.match(output, expected, what);
+    assert.match(output, /^The configuration is invalid:$/m, what);
     assertHidden(what, output, [secret, files.keyBody]);
     const checked = await runCli(["--check-config"], {
       DX_KAFKA_BROKERS: "127.0.0.1:1",

@@ -106,7 +106,8 @@ const mqttSchema = z.strictObject({
       "Most payload bytes received and not yet acknowledged; one larger message still passes alone.",
     examples: [4194304],
   }),
-  sessionExpirySeconds: z.int().min(0).default(604800).meta({
+  // A Four Byte Integer (MQTT 5 §3.1.2.11.2).
+  sessionExpirySeconds: z.int().min(0).max(4294967295).default(604800).meta({
     description: "MQTT 5 session expiry, in seconds.",
     examples: [86400],
   }),
@@ -169,7 +170,7 @@ const kafkaSchema = z.strictObject({
     description: "How long an idle producer waits to fill a batch, in ms.",
     examples: [20],
   }),
-  requestTimeoutMs: z.int().min(100).default(30000).meta({
+  requestTimeoutMs: z.int().min(100).max(86_400_000).default(30000).meta({
     description: "Produce request timeout, in ms.",
     examples: [10000],
   }),
@@ -191,7 +192,7 @@ const kafkaSchema = z.strictObject({
       "Failed produce attempts in a row that open the circuit breaker (reading from MQTT then stops at the in-flight cap).",
     examples: [10],
   }),
-  breakerHalfOpenAfterMs: z.int().min(100).default(5000).meta({
+  breakerHalfOpenAfterMs: z.int().min(100).max(86_400_000).default(5000).meta({
     description: "How long the breaker stays open before one probe, in ms.",
     examples: [15000],
   }),
@@ -262,7 +263,10 @@ const configObject = z.strictObject({
   mqtt: mqttSchema.prefault({}),
   kafka: kafkaSchema.prefault({}),
   routes: z.record(
-    z.string().min(1, "a non-empty classification value"),
+    z.string().min(1, "a non-empty classification value").refine(
+      (key) => key !== "default",
+      'a classification value other than "default", the label of the default route',
+    ),
     topicName,
   ).default({ telemetry: "dx.telemetry", alert: "dx.alerts" }).meta({
     description: "`classification` value → Kafka topic.",
@@ -295,7 +299,7 @@ const configObject = z.strictObject({
       examples: ["0.0.0.0"],
     }),
   }).prefault({}),
-  drainTimeoutMs: z.int().min(0).default(10000).meta({
+  drainTimeoutMs: z.int().min(0).max(86_400_000).default(10000).meta({
     description: "On shutdown, how long to wait for messages in flight, in ms.",
     examples: [30000],
   }),
@@ -308,27 +312,10 @@ const configObject = z.strictObject({
   }).prefault({}),
 });
 
-const configSchema = configObject.superRefine((config, context) => {
-  const sasl = config.kafka.sasl;
-  if (sasl && sasl.password === undefined && sasl.passwordFile === undefined) {
-    context.addIssue({
-      code: "custom",
-      path: ["kafka", "sasl", "password"],
-      message:
-        "SASL needs a password: set DX_KAFKA_SASL_PASSWORD or kafka.sasl.passwordFile",
-    });
-  }
-  const eventTopics = [config.defaultTopic, ...Object.values(config.routes)];
-  if (eventTopics.includes(config.deadLetterTopic)) {
-    context.addIssue({
-      code: "custom",
-      path: ["deadLetterTopic"],
-      message:
-        "a topic of its own: it is also a route or the default topic, so dead letters would mix with events",
-      input: config.deadLetterTopic,
-    });
-  }
-});
+// The rules between fields are not part of the schema: zod skips an object's
+// refinements once a field of it is invalid, which would hold their problems
+// back for a later run. checkConfig() checks them apart (see ruleIssues).
+const configSchema = configObject;
 
 /** Whether a string is a valid MQTT topic filter (MQTT 5 §4.7.1). */
 function isTopicFilter(filter: string): boolean {
@@ -989,6 +976,15 @@ function editDistance(a: string, b: string, limit: number): number {
  * {@linkcode envName}), which wins over the file. Secrets may come only from
  * the environment or a `...File` path.
  *
+ * The rules between fields are checked too, whatever else is wrong: TLS
+ * settings need a URL with TLS (and Kafka TLS files `kafka.tls.enabled`), a
+ * client certificate needs its key, SASL needs a password, binary mode on
+ * MQTT needs `mqtt.protocolVersion` 5, the dead-letter topic must differ from
+ * the event topics, and `mqtt.reconnectPeriodMs` must not exceed
+ * `mqtt.reconnectMaxDelayMs`. Files named by the configuration are not read
+ * here: the bridge reads them before it connects, and reports their problems
+ * the same way.
+ *
  * @param raw The parsed file (or `{}` for none).
  * @param env The environment to read overrides from.
  * @returns The configuration with every default filled in, including each
@@ -1028,20 +1024,68 @@ export function parseConfig(
   raw: unknown,
   env: Readonly<Record<string, string | undefined>> = {},
 ): BridgeConfig {
-  const input = structuredClone(raw ?? {}) as Record<string, unknown>;
-  if (typeof input !== "object" || Array.isArray(input)) {
-    throw new DataExchangeError(
-      "invalid-config",
-      `The configuration must be a mapping of fields, got ${
-        Array.isArray(input) ? "a list" : typeof input
+  const checked = checkConfig(raw, env);
+  if (checked.config === undefined) {
+    throw invalidConfigError(checked.problems);
+  }
+  return checked.config;
+}
+
+/**
+ * What {@linkcode checkConfig} found. Internal to the package: not exported
+ * by `mod.ts`.
+ */
+export interface ConfigCheck {
+  /** The configuration, defaults filled in; `undefined` when invalid. */
+  config: BridgeConfig | undefined;
+  /** One line per problem, as {@linkcode invalidConfigError} takes them. */
+  problems: string[];
+  /**
+   * The settings as given: the file with the environment applied and any
+   * secret written in the file left out. Files it names can be checked from
+   * here even when other fields are invalid.
+   */
+  given: Record<string, unknown>;
+}
+
+/**
+ * Validates a configuration as {@linkcode parseConfig} does, but returns its
+ * problems instead of throwing, with the settings as given, so that a caller
+ * can add the problems of the files they name and report all of them at
+ * once. Internal to the package: not exported by `mod.ts`.
+ *
+ * @param raw The parsed file (or `{}` for none).
+ * @param env The environment to read overrides from.
+ * @returns The configuration or its problems. It never throws.
+ *
+ * @example The problems of a configuration, and the CA file it names
+ * ```ts
+ * import { checkConfig } from "./config.ts";
+ *
+ * const checked = checkConfig({ mqtt: { qos: 2, tls: { ca: "/etc/dx/ca.pem" } } });
+ * console.log(checked.config, checked.problems.length); // undefined 2
+ * console.log((checked.given.mqtt as { tls: { ca: string } }).tls.ca); // /etc/dx/ca.pem
+ * ```
+ */
+export function checkConfig(
+  raw: unknown,
+  env: Readonly<Record<string, string | undefined>> = {},
+): ConfigCheck {
+  // Problems found before the schema runs. Their fields are left out of the
+  // schema's report and of the rules between fields, which would only repeat
+  // them or judge a value the environment meant to replace.
+  const problems: string[] = [];
+  const reported: string[] = [];
+  let input: Record<string, unknown> = {};
+  if (typeof raw === "object" && raw !== null && !Array.isArray(raw)) {
+    input = structuredClone(raw) as Record<string, unknown>;
+  } else if (raw !== undefined && raw !== null) {
+    problems.push(
+      `  (root): a mapping of fields; given ${
+        Array.isArray(raw) ? "a list" : `a ${typeof raw}`
       }`,
     );
   }
-  // Problems found before the schema runs. Their fields are left out of the
-  // schema's report, which would only repeat them or judge a value the
-  // environment meant to replace.
-  const problems: string[] = [];
-  const reported: string[] = [];
   for (const path of SECRET_FIELDS) {
     if (getPath(input, path) === undefined) continue;
     problems.push(
@@ -1078,20 +1122,44 @@ export function parseConfig(
     setPath(input, path, parsed);
   }
 
+  const refused = (path: string) =>
+    reported.some((field) => path === field || path.startsWith(`${field}.`));
   const result = configSchema.safeParse(input, { reportInput: true });
-  const lines = result.success ? [] : issueLines(result.error.issues).flatMap(
-    ({ path, line }) =>
-      reported.some((field) => path === field || path.startsWith(`${field}.`))
-        ? []
-        : [line],
+  const issues = [
+    ...(result.success ? [] : issueLines(result.error.issues)),
+    ...ruleIssues(input, refused),
+  ];
+  problems.push(
+    ...issues.flatMap(({ path, line }) => refused(path) ? [] : [line]),
   );
   if (problems.length > 0 || !result.success) {
-    throw new DataExchangeError(
-      "invalid-config",
-      `The configuration is invalid:\n${[...problems, ...lines].join("\n")}`,
-    );
+    return { config: undefined, problems, given: input };
   }
-  return withGroupIds(result.data);
+  return { config: withGroupIds(result.data), problems, given: input };
+}
+
+/**
+ * The error of an invalid configuration: a header, then the problems, one
+ * per line. Internal to the package: not exported by `mod.ts`.
+ *
+ * @param problems Lines such as `  mqtt.qos: 0 or 1; given 2`.
+ * @returns A `DataExchangeError` with code `invalid-config`. It never throws.
+ *
+ * @example The message the bridge prints
+ * ```ts
+ * import { invalidConfigError } from "./config.ts";
+ *
+ * const error = invalidConfigError(["  mqtt.qos: 0 or 1; given 2"]);
+ * console.log(error.code, error.message.split("\n")[0]); // invalid-config The configuration is invalid:
+ * ```
+ */
+export function invalidConfigError(
+  problems: readonly string[],
+): DataExchangeError {
+  return new DataExchangeError(
+    "invalid-config",
+    `The configuration is invalid:\n${problems.join("\n")}`,
+  );
 }
 
 /** One line per schema problem, with the path of its field. */
@@ -1110,6 +1178,16 @@ function issueLines(
           `  ${prefix}${key}: unknown field; check its spelling against the configuration reference`,
       }));
     }
+    if (issue.code === "invalid_key") {
+      // A key of a map: the map's field, and what its keys may be.
+      const map = issue.path.slice(0, -1).join(".") || "(root)";
+      return [{
+        path: map,
+        line: `  ${map}: keys must be ${
+          issue.issues.map((inner) => inner.message).join("; ")
+        }; given the key ${show(issue.input)}`,
+      }];
+    }
     const secret = SECRET_FIELDS.some((field) => path.startsWith(field));
     const input = "input" in issue ? issue.input : undefined;
     // Scalars only: a whole section may hold secrets under any name.
@@ -1122,6 +1200,212 @@ function issueLines(
       : `; given ${show(input)}`;
     return [{ path, line: `  ${path}: ${issue.message}${given}` }];
   });
+}
+
+/**
+ * The problems of a configuration with the rules between fields, one line
+ * each: the lines {@linkcode parseConfig} reports for them. For a
+ * configuration that `parseConfig` returned there are none; the connections
+ * check again, for one written in code. Internal to the package: not
+ * exported by `mod.ts`.
+ *
+ * @param config A configuration, as given or validated.
+ * @returns One line per broken rule. It never throws.
+ *
+ * @example A client certificate without its key
+ * ```ts
+ * import { crossFieldProblems } from "./config.ts";
+ *
+ * const [line] = crossFieldProblems({
+ *   kafka: { tls: { enabled: true, cert: "/etc/dx/client.pem" } },
+ * });
+ * console.log(line.startsWith("  kafka.tls.key: ")); // true
+ * ```
+ */
+export function crossFieldProblems(config: unknown): string[] {
+  return ruleIssues(config, () => false).map(({ line }) => line);
+}
+
+const TLS_FILES = ["ca", "cert", "key"] as const;
+
+/** URL schemes on which MQTT.js speaks TLS. */
+const TLS_URL = /^(?:mqtts|wss|ssl):\/\//i;
+
+/**
+ * The rules between fields. Each judges only fields that are valid on their
+ * own (or unset, then with their default) and not refused: another line
+ * already reports the others.
+ */
+function ruleIssues(
+  given: unknown,
+  refused: (path: string) => boolean,
+): { path: string; line: string }[] {
+  const issues: { path: string; line: string }[] = [];
+  const problem = (path: string, allowed: string, value: string) =>
+    issues.push({ path, line: `  ${path}: ${allowed}; given ${value}` });
+  const value = (path: string) => usableValue(given, path, refused);
+  const isSet = (path: string) => value(path)?.value !== undefined;
+  const isUnset = (path: string) => {
+    const found = value(path);
+    return found !== undefined && found.value === undefined;
+  };
+
+  // TLS settings on a URL without TLS would be ignored, and the password
+  // sent in clear.
+  const url = value("mqtt.url")?.value;
+  const mqttTls: string[] = TLS_FILES.filter((name) =>
+    isSet(`mqtt.tls.${name}`)
+  );
+  if (value("mqtt.tls.rejectUnauthorized")?.value === false) {
+    mqttTls.push("rejectUnauthorized: false");
+  }
+  if (typeof url === "string" && mqttTls.length > 0 && !TLS_URL.test(url)) {
+    problem(
+      "mqtt.url",
+      `a URL with TLS (mqtts:// or wss://), since mqtt.tls is set (${
+        mqttTls.join(", ")
+      }): on this URL it would be ignored and the password sent in clear; or remove mqtt.tls`,
+      show(url),
+    );
+  }
+  const kafkaTls = TLS_FILES.filter((name) => isSet(`kafka.tls.${name}`));
+  if (value("kafka.tls.enabled")?.value === false && kafkaTls.length > 0) {
+    problem(
+      "kafka.tls.enabled",
+      `true (DX_KAFKA_TLS_ENABLED=true), since kafka.tls is set (${
+        kafkaTls.join(", ")
+      }): with TLS off it would be ignored; or remove those files`,
+      givenText(given, "kafka.tls.enabled"),
+    );
+  }
+  for (const side of ["mqtt.tls", "kafka.tls"]) {
+    for (const [set, missing] of [["cert", "key"], ["key", "cert"]]) {
+      if (!isSet(`${side}.${set}`) || !isUnset(`${side}.${missing}`)) continue;
+      problem(
+        `${side}.${missing}`,
+        `a PEM ${
+          missing === "key" ? "private key" : "client certificate"
+        } file, since ${side}.${set} is set: a client certificate needs its key, so set both or neither`,
+        "nothing",
+      );
+    }
+  }
+
+  const sasl = getPath(given, "kafka.sasl");
+  if (
+    typeof sasl === "object" && sasl !== null && !Array.isArray(sasl) &&
+    isUnset("kafka.sasl.password") && isUnset("kafka.sasl.passwordFile")
+  ) {
+    problem(
+      "kafka.sasl.password",
+      "SASL needs a password: set DX_KAFKA_SASL_PASSWORD or kafka.sasl.passwordFile",
+      "nothing",
+    );
+  }
+
+  // MQTT 3.1.1 has no user properties to carry the attributes.
+  const routes = getPath(given, "kafkaToMqtt");
+  if (value("mqtt.protocolVersion")?.value === 4 && Array.isArray(routes)) {
+    routes.forEach((_, index) => {
+      const path = `kafkaToMqtt.${index}.mode`;
+      if (value(path)?.value !== "binary") return;
+      problem(
+        path,
+        '"structured" while mqtt.protocolVersion is 4: binary mode carries the attributes in user properties, which MQTT 3.1.1 does not have; or set mqtt.protocolVersion to 5',
+        show("binary"),
+      );
+    });
+  }
+
+  const deadLetterTopic = value("deadLetterTopic")?.value;
+  const eventTopics = [
+    value("defaultTopic")?.value,
+    ...routeTopics(given, refused),
+  ];
+  if (
+    typeof deadLetterTopic === "string" &&
+    eventTopics.includes(deadLetterTopic)
+  ) {
+    problem(
+      "deadLetterTopic",
+      "a topic of its own: it is also a route or the default topic, so dead letters would mix with events",
+      show(deadLetterTopic),
+    );
+  }
+
+  const periodMs = value("mqtt.reconnectPeriodMs")?.value;
+  const maxDelayMs = value("mqtt.reconnectMaxDelayMs")?.value;
+  if (
+    typeof periodMs === "number" && typeof maxDelayMs === "number" &&
+    periodMs > maxDelayMs
+  ) {
+    problem(
+      "mqtt.reconnectPeriodMs",
+      `at most mqtt.reconnectMaxDelayMs (${maxDelayMs}), the largest reconnection wait; or raise mqtt.reconnectMaxDelayMs`,
+      show(periodMs),
+    );
+  }
+  return issues;
+}
+
+/**
+ * A field's value as the bridge would use it: `{ value }`, given or its
+ * default (`undefined` when it has none), or `undefined` when the field is
+ * invalid on its own, sits in an invalid section, or is refused.
+ */
+function usableValue(
+  given: unknown,
+  path: string,
+  refused: (path: string) => boolean,
+): { value: unknown } | undefined {
+  if (refused(path)) return undefined;
+  const field = CONFIG_FIELDS.find((candidate) =>
+    candidate.path === path.replace(/\.\d+(?=\.|$)/g, "[]")
+  );
+  let node = given;
+  for (const key of path.split(".")) {
+    if (node === undefined) break;
+    if (typeof node !== "object" || node === null) return undefined;
+    node = (node as Record<string, unknown>)[key];
+  }
+  if (node === undefined) {
+    const fallback = field?.default;
+    return {
+      value: typeof fallback === "object" && "value" in fallback
+        ? fallback.value
+        : undefined,
+    };
+  }
+  return field === undefined || field.check(node).length === 0
+    ? { value: node }
+    : undefined;
+}
+
+/** The valid topics of `routes`, or of its default when it is not given. */
+function routeTopics(
+  given: unknown,
+  refused: (path: string) => boolean,
+): unknown[] {
+  const routes = usableValue(given, "routes", refused);
+  if (routes !== undefined) return Object.values(routes.value ?? {});
+  const node = getPath(given, "routes");
+  if (refused("routes") || typeof node !== "object" || node === null) {
+    return [];
+  }
+  return Object.values(node).filter((topic) =>
+    typeof topic === "string" && topicName.safeParse(topic).success
+  );
+}
+
+/** A field's value for a message: as given, or its default when unset. */
+function givenText(given: unknown, path: string): string {
+  const value = getPath(given, path);
+  if (value !== undefined) return show(value);
+  const fallback = CONFIG_FIELDS.find((field) => field.path === path)
+    ?.default;
+  return typeof fallback === "object" && "value" in fallback
+    ? `nothing (the default is ${show(fallback.value)})`
+    : "nothing";
 }
 
 /** Fills in the consumer group of each Kafka → MQTT route without one. */
@@ -1168,6 +1452,30 @@ export async function loadConfigFile(
   path: string,
   env: Readonly<Record<string, string | undefined>> = {},
 ): Promise<BridgeConfig> {
+  return parseConfig(await readConfigFile(path), env);
+}
+
+/**
+ * Reads a YAML or JSON configuration file, without validating it. Internal
+ * to the package: not exported by `mod.ts`.
+ *
+ * @param path The file's path.
+ * @returns What the file holds (`null` for an empty file).
+ * @throws {DataExchangeError} `config-unreadable` when the file cannot be
+ *   read or parsed.
+ *
+ * @example A file that is not there
+ * ```ts
+ * import { readConfigFile } from "./config.ts";
+ *
+ * try {
+ *   await readConfigFile("/no/such/dir/bridge.yaml");
+ * } catch (error) {
+ *   console.log((error as { code?: string }).code); // config-unreadable
+ * }
+ * ```
+ */
+export async function readConfigFile(path: string): Promise<unknown> {
   let text: string;
   try {
     text = await Deno.readTextFile(path);
@@ -1180,9 +1488,8 @@ export async function loadConfigFile(
       { cause: error },
     );
   }
-  let raw: unknown;
   try {
-    raw = parseYaml(text);
+    return parseYaml(text);
   } catch (error) {
     throw new DataExchangeError(
       "config-unreadable",
@@ -1192,7 +1499,6 @@ export async function loadConfigFile(
       { cause: error },
     );
   }
-  return parseConfig(raw, env);
 }
 
 function readEnv(value: string, kind: EnvKind): unknown {

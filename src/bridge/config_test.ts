@@ -2,9 +2,12 @@ import assert from "node:assert/strict";
 import { isDataExchangeError } from "../errors.ts";
 import {
   type BridgeConfigInput,
+  checkConfig,
   CONFIG_FIELDS,
+  crossFieldProblems,
   ENV_FIELDS,
   envName,
+  invalidConfigError,
   loadConfigFile,
   misspelledVariables,
   parseConfig,
@@ -151,6 +154,12 @@ function envText(value: unknown, kind: string | undefined): string {
     : String(value);
 }
 
+/** Fields set with the fields of a prefix, for the rules between fields. */
+const COMPANIONS: Record<string, string[]> = {
+  "mqtt.tls.": ["mqtt.url", "mqtt.tls.cert", "mqtt.tls.key"],
+  "kafka.tls.": ["kafka.tls.enabled", "kafka.tls.cert", "kafka.tls.key"],
+};
+
 Deno.test("every field of the schema has a DX_ variable by the one naming rule, and its example set there comes through", () => {
   const outside = CONFIG_FIELDS.filter((field) => !field.path.includes("[]"));
   assert.deepEqual(
@@ -164,11 +173,17 @@ Deno.test("every field of the schema has a DX_ variable by the one naming rule, 
     outside.map((field) => field.path),
   );
   for (const field of outside) {
-    // The field, and the other fields of its optional section (kafka.sasl
-    // needs its mechanism, user and password together).
+    // The field, the other fields of its optional section (kafka.sasl needs
+    // its mechanism, user and password together), and those a rule between
+    // fields asks for (TLS settings need a URL with TLS, or Kafka TLS on; a
+    // client certificate needs its key).
+    const companions = Object.entries(COMPANIONS)
+      .filter(([prefix]) => field.path.startsWith(prefix))
+      .flatMap(([, paths]) => paths);
     const together = CONFIG_FIELDS.filter((other) =>
       other === field ||
-      (field.section !== undefined && other.section === field.section)
+      (field.section !== undefined && other.section === field.section) ||
+      companions.includes(other.path)
     );
     const env = Object.fromEntries(
       together.map((
@@ -197,7 +212,12 @@ Deno.test("every field of the schema has a DX_ variable by the one naming rule, 
   // The schema's own walk, checked against a configuration with every
   // optional section: each leaf is a field, and every type is named.
   const full = parseConfig({
-    mqtt: { username: "u", passwordFile: "/p", tls: { ca: "/ca" } },
+    mqtt: {
+      url: "mqtts://broker.example:8883",
+      username: "u",
+      passwordFile: "/p",
+      tls: { ca: "/ca" },
+    },
     kafka: { sasl: { mechanism: "plain", username: "u", passwordFile: "/p" } },
     metrics: { port: 9464 },
   }, { DX_MQTT_PASSWORD: "x", DX_KAFKA_SASL_PASSWORD: "y" });
@@ -445,4 +465,128 @@ Deno.test("parseConfig() names each Kafka to MQTT route's group after kafka.clie
     "mine",
     "plant-1-to-mqtt-1",
   ]);
+});
+
+Deno.test("parseConfig() reports the rules between fields together with the schema's problems", () => {
+  // Regression: zod skips an object's refinements once one of its fields is
+  // invalid, so SASL without a password came out only in a second run, and
+  // TLS on a URL without it only from the connections, in a third.
+  const message = configError(() =>
+    parseConfig({
+      mqtt: {
+        url: "mqtt://bridge:hunter2@broker.example:1883",
+        qos: 2,
+        tls: { ca: "/etc/dx/ca.pem" },
+      },
+      kafka: { sasl: { mechanism: "scram-sha-512", username: "svc" } },
+    }, {})
+  );
+  const [header, ...lines] = message.split("\n");
+  assert.equal(header, "The configuration is invalid:");
+  assert.deepEqual(lines.map((line) => line.split(":")[0]), [
+    "  mqtt.url",
+    "  mqtt.qos",
+    "  mqtt.url",
+    "  kafka.sasl.password",
+  ]);
+  assert.match(
+    lines[2],
+    /^ {2}mqtt\.url: a URL with TLS \(mqtts:\/\/ or wss:\/\/\), since mqtt\.tls is set \(ca\): .*; given "mqtt:\/\/bridge:\*\*\*@broker\.example:1883"$/,
+  );
+  assert.equal(
+    lines[3],
+    "  kafka.sasl.password: SASL needs a password: set DX_KAFKA_SASL_PASSWORD or kafka.sasl.passwordFile; given nothing",
+  );
+  assert.ok(!message.includes("hunter2"), message);
+});
+
+Deno.test("parseConfig() refuses each rule between fields on one line naming the field, what was given and what is allowed", () => {
+  const route = { topics: ["dx.commands"], mqttTopic: "devices/out" };
+  const message = configError(() =>
+    parseConfig({
+      mqtt: {
+        protocolVersion: 4,
+        reconnectPeriodMs: 5000,
+        reconnectMaxDelayMs: 1000,
+        tls: { cert: "/etc/dx/client.pem", rejectUnauthorized: false },
+      },
+      kafka: { tls: { key: "/etc/dx/kafka-client-key.pem" } },
+      routes: { alert: "dx.alerts", default: "dx.other" },
+      deadLetterTopic: "dx.alerts",
+      kafkaToMqtt: [route, { ...route, mode: "binary" }],
+    })
+  );
+  assert.deepEqual(message.split("\n").slice(1), [
+    '  routes: keys must be a classification value other than "default", the label of the default route; given the key "default"',
+    '  mqtt.url: a URL with TLS (mqtts:// or wss://), since mqtt.tls is set (cert, rejectUnauthorized: false): on this URL it would be ignored and the password sent in clear; or remove mqtt.tls; given "mqtt://127.0.0.1:1883"',
+    "  kafka.tls.enabled: true (DX_KAFKA_TLS_ENABLED=true), since kafka.tls is set (key): with TLS off it would be ignored; or remove those files; given nothing (the default is false)",
+    "  mqtt.tls.key: a PEM private key file, since mqtt.tls.cert is set: a client certificate needs its key, so set both or neither; given nothing",
+    "  kafka.tls.cert: a PEM client certificate file, since kafka.tls.key is set: a client certificate needs its key, so set both or neither; given nothing",
+    '  kafkaToMqtt.1.mode: "structured" while mqtt.protocolVersion is 4: binary mode carries the attributes in user properties, which MQTT 3.1.1 does not have; or set mqtt.protocolVersion to 5; given "binary"',
+    '  deadLetterTopic: a topic of its own: it is also a route or the default topic, so dead letters would mix with events; given "dx.alerts"',
+    "  mqtt.reconnectPeriodMs: at most mqtt.reconnectMaxDelayMs (1000), the largest reconnection wait; or raise mqtt.reconnectMaxDelayMs; given 5000",
+  ]);
+});
+
+Deno.test("parseConfig() judges no rule between fields by a value that is invalid or that a refused DX_ variable replaces", () => {
+  const binary = [{ topics: ["a"], mqttTopic: "x", mode: "binary" }];
+  // The file's protocolVersion 4 would be replaced by DX_MQTT_PROTOCOL_VERSION.
+  assert.deepEqual(
+    configError(() =>
+      parseConfig({ mqtt: { protocolVersion: 4 }, kafkaToMqtt: binary }, {
+        DX_MQTT_PROTOCOL_VERSION: "five",
+      })
+    ).split("\n").slice(1),
+    [
+      '  mqtt.protocolVersion: DX_MQTT_PROTOCOL_VERSION must be an integer; given "five"',
+    ],
+  );
+  // An invalid URL gets its own line, not a second one about TLS.
+  const lines = configError(() =>
+    parseConfig({ mqtt: { url: "broker:1883", tls: { ca: "/ca.pem" } } })
+  ).split("\n").slice(1);
+  assert.equal(lines.length, 1, lines.join("\n"));
+  assert.match(lines[0], /^ {2}mqtt\.url: a URL such as /);
+});
+
+Deno.test("parseConfig() accepts TLS settings with a TLS URL, a certificate with its key, and binary mode on MQTT 5", () => {
+  const config = parseConfig({
+    mqtt: {
+      url: "wss://broker.example:443/mqtt",
+      tls: { cert: "/c.pem", key: "/k.pem", rejectUnauthorized: false },
+    },
+    kafka: {
+      tls: { enabled: true, cert: "/c.pem", key: "/k.pem" },
+      sasl: { mechanism: "plain", username: "svc" },
+    },
+    kafkaToMqtt: [{ topics: ["a"], mqttTopic: "x", mode: "binary" }],
+  }, { DX_KAFKA_SASL_PASSWORD_FILE: "/run/secrets/p" });
+  assert.equal(config.kafkaToMqtt[0].mode, "binary");
+  assert.deepEqual(crossFieldProblems(config), []);
+  // A configuration written in code is checked again by the connections.
+  assert.equal(
+    crossFieldProblems({ ...config, mqtt: { ...config.mqtt, url: "ws://b" } })
+      .length,
+    1,
+  );
+});
+
+Deno.test("checkConfig() returns the problems and the settings as given, for the checks of the files they name", () => {
+  const checked = checkConfig(["not", "a", "mapping"], {
+    DX_MQTT_TLS_CA: "/etc/dx/ca.pem",
+    DX_MQTT_QOS: "2",
+  });
+  assert.equal(checked.config, undefined);
+  assert.deepEqual(checked.problems, [
+    "  (root): a mapping of fields; given a list",
+    "  mqtt.qos: 0 or 1; given 2",
+    '  mqtt.url: a URL with TLS (mqtts:// or wss://), since mqtt.tls is set (ca): on this URL it would be ignored and the password sent in clear; or remove mqtt.tls; given "mqtt://127.0.0.1:1883"',
+  ]);
+  assert.deepEqual(checked.given, {
+    mqtt: { tls: { ca: "/etc/dx/ca.pem" }, qos: 2 },
+  });
+  assert.equal(
+    invalidConfigError(checked.problems).message,
+    `The configuration is invalid:\n${checked.problems.join("\n")}`,
+  );
 });

@@ -16,13 +16,16 @@ import {
 import { runBridge } from "../bridge/bridge.ts";
 import {
   type BridgeConfig,
-  loadConfigFile,
+  checkConfig,
+  type ConfigCheck,
+  invalidConfigError,
+  type MisspelledVariable,
   misspelledVariables,
-  parseConfig,
+  readConfigFile,
   redactConfig,
 } from "../bridge/config.ts";
 import { redactUrl } from "../mqtt/stream.ts";
-import { kafkaConnection, mqttConnection } from "../bridge/_connections.ts";
+import { connectionProblems } from "../bridge/_connections.ts";
 import { isDataExchangeError } from "../errors.ts";
 import { BridgeMetrics } from "../metrics/metrics.ts";
 import { type HealthServer, serveHealth } from "../metrics/server.ts";
@@ -90,18 +93,34 @@ export function parseArgs(argv: readonly string[]): Args {
   return args;
 }
 
-async function loadConfig(args: Args): Promise<
-  { config: BridgeConfig; source: string }
-> {
-  const env = Deno.env.toObject();
+/**
+ * Reads and validates the configuration; throws `config-unreadable` when the
+ * file cannot be read or parsed.
+ */
+async function loadConfig(
+  args: Args,
+  env: Readonly<Record<string, string>>,
+): Promise<{ checked: ConfigCheck; source: string }> {
   const given = args.config ?? env.DX_CONFIG;
   // `deno task` runs in the project's folder; a relative path is meant
   // from where the user typed the command (INIT_CWD).
   const path = given && env.INIT_CWD && !given.startsWith("/")
     ? `${env.INIT_CWD}/${given}`
     : given;
-  if (path) return { config: await loadConfigFile(path, env), source: path };
-  return { config: parseConfig({}, env), source: "defaults" };
+  if (!path) return { checked: checkConfig({}, env), source: "defaults" };
+  return {
+    checked: checkConfig(await readConfigFile(path), env),
+    source: path,
+  };
+}
+
+/** Writes the misspelled DX_ variables to stderr, one warning each. */
+function warnMisspelled(misspelled: readonly MisspelledVariable[]): void {
+  for (const { name, closest } of misspelled) {
+    console.error(
+      `warning: ${name} is not a configuration variable and is ignored; did you mean ${closest}?`,
+    );
+  }
 }
 
 async function setUpLogging(level: BridgeConfig["log"]["level"]) {
@@ -133,32 +152,45 @@ async function setUpLogging(level: BridgeConfig["log"]["level"]) {
  */
 export async function main(argv: readonly string[]): Promise<number> {
   let args: Args;
-  let loaded: { config: BridgeConfig; source: string };
   try {
     args = parseArgs(argv);
-    if (args.help) {
-      console.log(HELP);
-      return 0;
-    }
-    loaded = await loadConfig(args);
-    // The files and combinations the connections need (TLS files, password
-    // files, TLS asked of a URL without it): configuration errors too, found
-    // before anything connects, for --check-config as for a run.
-    await mqttConnection(loaded.config);
-    await kafkaConnection(loaded.config);
   } catch (error) {
     console.error(error instanceof Error ? error.message : String(error));
     return 2;
   }
-  const { config, source } = loaded;
-  const misspelled = misspelledVariables(Deno.env.toObject());
-  if (args.checkConfig || args.printConfig) {
-    for (const { name, closest } of misspelled) {
-      console.error(
-        `warning: ${name} is not a configuration variable and is ignored; did you mean ${closest}?`,
-      );
-    }
+  if (args.help) {
+    console.log(HELP);
+    return 0;
   }
+
+  // A misspelled variable is often why the configuration is invalid: its
+  // warning comes first, before the problems.
+  const env = Deno.env.toObject();
+  const misspelled = misspelledVariables(env);
+  let loaded: { checked: ConfigCheck; source: string };
+  try {
+    loaded = await loadConfig(args, env);
+  } catch (error) {
+    warnMisspelled(misspelled);
+    console.error(error instanceof Error ? error.message : String(error));
+    return 2;
+  }
+  const { checked, source } = loaded;
+  // The files the connections need (TLS files, password files) are
+  // configuration too: read and reported with the other problems, before
+  // anything connects, for --check-config as for a run.
+  const fileProblems = await connectionProblems(
+    checked.config ?? checked.given,
+  );
+  if (checked.config === undefined || fileProblems.length > 0) {
+    warnMisspelled(misspelled);
+    console.error(
+      invalidConfigError([...checked.problems, ...fileProblems]).message,
+    );
+    return 2;
+  }
+  const config = checked.config;
+  if (args.checkConfig || args.printConfig) warnMisspelled(misspelled);
   if (args.checkConfig) {
     console.log("configuration ok");
     return 0;
