@@ -588,14 +588,32 @@ function weighted(
   return chosen === NO_CLASSIFICATION ? undefined : chosen;
 }
 
-function checkSeed(seed: unknown): asserts seed is number {
-  if (typeof seed !== "number") {
+interface CheckedTypes {
+  number: number;
+  boolean: boolean;
+  function: (...args: never[]) => unknown;
+}
+
+/** Throws a TypeError naming the option when `value` is not of `type`. */
+function checkType<T extends keyof CheckedTypes>(
+  option: string,
+  value: unknown,
+  type: T,
+  what: string = `a ${type}`,
+): asserts value is CheckedTypes[T] {
+  // `type` is one of typeof's own answers, as CheckedTypes' keys say.
+  const actual: string = typeof value;
+  if (actual !== type) {
     throw new TypeError(
-      `mockCloudEvents() option seed must be a number; got ${
-        describeValue(seed)
+      `mockCloudEvents() option ${option} must be ${what}; got ${
+        describeValue(value)
       }`,
     );
   }
+}
+
+function checkSeed(seed: unknown): asserts seed is number {
+  checkType("seed", seed, "number");
   if (!Number.isSafeInteger(seed)) {
     throw new RangeError(
       `mockCloudEvents() option seed must be a safe integer; got ${seed}`,
@@ -721,33 +739,15 @@ function checkExtensions(
 }
 
 function checkExactSizes(exact: unknown): asserts exact is boolean {
-  if (typeof exact !== "boolean") {
-    throw new TypeError(
-      `mockCloudEvents() option exactSizes must be a boolean; got ${
-        describeValue(exact)
-      }`,
-    );
-  }
+  checkType("exactSizes", exact, "boolean");
 }
 
 function checkId(id: unknown): asserts id is (index: number) => string {
-  if (typeof id !== "function") {
-    throw new TypeError(
-      `mockCloudEvents() option id must be a function of the index; got ${
-        describeValue(id)
-      }`,
-    );
-  }
+  checkType("id", id, "function", "a function of the index");
 }
 
 function checkRatio(ratio: unknown): asserts ratio is number {
-  if (typeof ratio !== "number") {
-    throw new TypeError(
-      `mockCloudEvents() option malformedRatio must be a number; got ${
-        describeValue(ratio)
-      }`,
-    );
-  }
+  checkType("malformedRatio", ratio, "number");
   if (!(ratio >= 0 && ratio <= 1)) {
     throw new RangeError(
       `mockCloudEvents() option malformedRatio must be from 0 to 1; got ${ratio}`,
@@ -756,13 +756,7 @@ function checkRatio(ratio: unknown): asserts ratio is number {
 }
 
 function checkCount(count: unknown): asserts count is number {
-  if (typeof count !== "number") {
-    throw new TypeError(
-      `mockCloudEvents() option count must be a number; got ${
-        describeValue(count)
-      }`,
-    );
-  }
+  checkType("count", count, "number");
   if (count !== Infinity && !(Number.isSafeInteger(count) && count >= 0)) {
     throw new RangeError(
       `mockCloudEvents() option count must be an integer from 0; got ${count}`,
