@@ -524,6 +524,8 @@ Deno.test({
       );
       assert.ok(cli.running, `the repeated signal ended it:\n${cli.tail()}`);
       assert.equal(cli.find("exiting at once").length, 0, "no second signal");
+      const [repeated] = cli.find("taken as the same one");
+      assert.equal(repeated?.properties.signal, "SIGINT", cli.tail());
 
       exited = await cli.exit({ signal: "SIGINT", timeoutMs: 10_000 });
       draining = Math.round(performance.now() - drainingSince);

@@ -1177,7 +1177,8 @@ Deno.test({
       id,
       brokers.mqttUrl,
       brokers.kafkaBrokers,
-      { metrics: { port: metricsPort } },
+      // Short requests: the first ones at start fail within seconds.
+      { metrics: { port: metricsPort }, kafka: { requestTimeoutMs: 2000 } },
     );
     await createTopics(brokers.kafkaBrokers, [config.topic, config.dlq]);
     const kafkaPid = brokers.kafka.pid;
@@ -1198,6 +1199,14 @@ Deno.test({
       );
       assert.equal(startWarning.level, "WARN");
       assert.match(startWarning.message, /deno task brokers/);
+      // Regression: a request that timed out at start stopped the bridge
+      // ("Broker not connected", exit 1); it must be retried like a refused
+      // connection.
+      const [retry] = await bridge.waitForLog("Kafka not reachable", {
+        timeoutMs: 60_000,
+      });
+      assert.equal(retry.properties.attempt, 1);
+      assert.ok(bridge.running, "the bridge keeps trying");
       freeze(false);
       await bridge.waitForLog("MQTT subscribed");
       assert.equal((await readiness(metricsPort)).status, 200);

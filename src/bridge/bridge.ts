@@ -367,7 +367,12 @@ async function mqttToKafka(
         );
       }
     }, SLOW_START_MS);
-    const silence = watchKafkaSilence(sink, kafkaUp, () => lastAckAt);
+    const silence = watchKafkaSilence(
+      sink,
+      kafkaUp,
+      () => lastAckAt,
+      signal,
+    );
     try {
       for await (const envelope of stream) deliver(envelope);
     } finally {
@@ -696,18 +701,32 @@ async function prepareTopics(
   metrics: BridgeMetrics | undefined,
 ): Promise<void> {
   const admin = createKafka(kafka).admin();
+  // Connecting and the first request are retried together: a Kafka that
+  // accepts the connection and then does not answer fails only the request.
+  let existing = new Set<string>();
   try {
-    await connectWithRetry(() => admin.connect(), config.kafka.brokers, {
-      signal,
-      hint: LOCAL_BROKERS_HINT,
-      onRetry: () => metrics?.retried("kafka_connect"),
-    });
+    await connectWithRetry(
+      async () => {
+        await admin.connect();
+        try {
+          existing = new Set(await admin.listTopics());
+        } catch (error) {
+          await admin.disconnect().catch(() => {});
+          throw error;
+        }
+      },
+      config.kafka.brokers,
+      {
+        signal,
+        hint: LOCAL_BROKERS_HINT,
+        onRetry: () => metrics?.retried("kafka_connect"),
+      },
+    );
   } catch (error) {
     if (signal?.aborted) return;
     throw error;
   }
   try {
-    const existing = new Set(await admin.listTopics());
     // The topics written to, and those the Kafka → MQTT routes read from.
     const wanted = new Set([
       ...router.topics,
@@ -752,6 +771,7 @@ function watchKafkaSilence(
   sink: KafkaSink,
   kafkaUp: (up: boolean) => void,
   lastAckAt: () => number,
+  stopping: AbortSignal,
 ): ReturnType<typeof setInterval> {
   let quietSince = Date.now();
   let warned = false;
@@ -775,7 +795,8 @@ function watchKafkaSilence(
       return;
     }
     kafkaUp(false);
-    if (warned) return;
+    // While stopping, the drain's own summary says what was not confirmed.
+    if (warned || stopping.aborted) return;
     warned = true;
     logger.warn(
       "Kafka has acknowledged nothing for {waitedMs} ms while {pending} records wait; reading from MQTT stops at the in-flight cap until it answers",

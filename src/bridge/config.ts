@@ -1491,12 +1491,14 @@ export async function readConfigFile(path: string): Promise<unknown> {
   try {
     return parseYaml(text);
   } catch (error) {
+    // The parser quotes the offending line, which may hold a password:
+    // keep only what it says of the problem and where.
+    const problem = String((error as Error).message).split("\n")[0]
+      .replace(/:\s*$/, "");
     throw new DataExchangeError(
       "config-unreadable",
-      `The configuration file ${path} is not valid YAML or JSON: ${
-        (error as Error).message
-      }`,
-      { cause: error },
+      `The configuration file ${path} is not valid YAML or JSON: ${problem} (the line is not shown, as it may hold a secret)`,
+      { cause: new SyntaxError(problem) },
     );
   }
 }

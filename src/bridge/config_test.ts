@@ -125,6 +125,40 @@ Deno.test("loadConfigFile() reads YAML and says which file cannot be read", asyn
   }
 });
 
+Deno.test("a YAML syntax error names the place, never the line, which may hold a password", async () => {
+  const dir = await Deno.makeTempDir();
+  const secret = "LeakMe-Secret-45";
+  try {
+    const path = `${dir}/bridge.yaml`;
+    for (
+      const text of [
+        `mqtt:\n  url: mqtt://u:${secret}@h:1\n   bad: indent\n`,
+        `kafka:\n  sasl:\n    password: [${secret}\n`,
+      ]
+    ) {
+      await Deno.writeTextFile(path, text);
+      await assert.rejects(() => loadConfigFile(path), (error) => {
+        assert.ok(isDataExchangeError(error));
+        assert.equal(error.code, "config-unreadable");
+        assert.match(error.message, /line \d+, column \d+/);
+        for (
+          let e: unknown = error;
+          e instanceof Error;
+          e = (e as Error).cause
+        ) {
+          assert.ok(
+            !String(e.message).includes(secret),
+            `the secret is in: ${e.message}`,
+          );
+        }
+        return true;
+      });
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 /** The value at a field path; `undefined` where the path leads nowhere. */
 function valueAt(target: unknown, path: string): unknown {
   let node = target;

@@ -227,7 +227,13 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (controller.signal.aborted) {
       // One Ctrl-C can arrive twice (from the terminal and forwarded by
       // `deno task`); only a signal sent after that counts as a second one.
-      if (Date.now() - firstSignalAt < SIGNAL_REPEAT_WINDOW_MS) return;
+      if (Date.now() - firstSignalAt < SIGNAL_REPEAT_WINDOW_MS) {
+        logger.info(
+          "{signal} within 1 s of the first signal: taken as the same one (send another to exit at once)",
+          { signal },
+        );
+        return;
+      }
       logger.warn("Second {signal}: exiting at once", { signal });
       Deno.exit(1);
     }

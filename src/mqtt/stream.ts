@@ -540,7 +540,7 @@ function watchConnection(
       // Some brokers (Mosquitto 2.0 among them) close a taken-over
       // connection without saying why.
       logger.warn(
-        "MQTT connection to {url} closed; reconnecting (if this repeats every few seconds, another client may be connecting with the client id {clientId})",
+        "MQTT connection to {url} closed; reconnecting (if this keeps repeating, another client may be connecting with the client id {clientId})",
         {
           url: redactUrl(settings.url),
           clientId: settings.clientId,
