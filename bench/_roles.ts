@@ -29,7 +29,13 @@ import v8 from "node:v8";
 import { configure, type LogRecord } from "@logtape/logtape";
 import mqtt from "mqtt";
 import type { IPublishPacket } from "mqtt";
-import { Kafka, logLevel, type Message, Partitioners } from "kafkajs";
+import {
+  Kafka,
+  logLevel,
+  type Message,
+  Partitioners,
+  type Producer,
+} from "kafkajs";
 import {
   createRouter,
   fromMqttMessage,
@@ -323,19 +329,24 @@ async function produce(
   return { seqBase, count, startedAt, endedAt: epochMs(), acked, failed };
 }
 
+/** A connected kafkajs producer as both kafkajs roles use it. */
+async function connectedProducer(
+  clientId: string,
+  brokers: string[],
+): Promise<Producer> {
+  const producer = new Kafka({ clientId, brokers, logLevel: logLevel.ERROR })
+    .producer({
+      createPartitioner: Partitioners.DefaultPartitioner,
+      allowAutoTopicCreation: false,
+    });
+  await producer.connect();
+  return producer;
+}
+
 async function kafkajsProducer(
   options: ProducerOptions,
 ): Promise<{ send: SendBatch; close: () => Promise<void> }> {
-  const kafka = new Kafka({
-    clientId: "bench-kafkajs",
-    brokers: options.brokers,
-    logLevel: logLevel.ERROR,
-  });
-  const client = kafka.producer({
-    createPartitioner: Partitioners.DefaultPartitioner,
-    allowAutoTopicCreation: false,
-  });
-  await client.connect();
+  const client = await connectedProducer("bench-kafkajs", options.brokers);
   return {
     send: async (messages) => {
       await client.send({ topic: options.topic, acks: -1, messages });
@@ -374,16 +385,7 @@ async function platformaticProducer(
 }
 
 async function naiveBridge(options: NaiveBridgeOptions): Promise<void> {
-  const kafka = new Kafka({
-    clientId: "bench-naive",
-    brokers: options.brokers,
-    logLevel: logLevel.ERROR,
-  });
-  const producer = kafka.producer({
-    createPartitioner: Partitioners.DefaultPartitioner,
-    allowAutoTopicCreation: false,
-  });
-  await producer.connect();
+  const producer = await connectedProducer("bench-naive", options.brokers);
   const client = mqtt.connect(options.url, {
     clientId: options.clientId,
     clean: false,
