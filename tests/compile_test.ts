@@ -13,6 +13,7 @@ import {
   uniqueName,
 } from "./_kafka.ts";
 import { prepareSession } from "./_mqtt.ts";
+import { bridgeEnv, type CommandResult, runCommand } from "./_process.ts";
 
 const REPO_ROOT = new URL("../", import.meta.url).pathname;
 const BINARY = `${REPO_ROOT}dist/dx-bridge`;
@@ -90,13 +91,13 @@ Deno.test({
     const bridge = new Deno.Command(BINARY, {
       env: {
         NO_COLOR: "1",
-        DX_MQTT_URL: brokers!.mqttUrl,
-        DX_KAFKA_BROKERS: brokers!.kafkaBrokers.join(","),
-        DX_MQTT_CLIENT_ID: clientId,
-        DX_MQTT_TOPICS: mqttTopic,
-        DX_ROUTES: JSON.stringify({ telemetry: kafkaTopic }),
-        DX_DEFAULT_TOPIC: `${kafkaTopic}.default`,
-        DX_DEAD_LETTER_TOPIC: `${kafkaTopic}.dlq`,
+        ...bridgeEnv({
+          mqttUrl: brokers!.mqttUrl,
+          kafkaBrokers: brokers!.kafkaBrokers,
+          clientId,
+          mqttTopic,
+          kafkaTopic,
+        }),
       },
       stdin: "null",
       stdout: "piped",
@@ -127,21 +128,7 @@ Deno.test({
   },
 });
 
-async function run(
-  command: string,
-  args: string[],
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const output = await new Deno.Command(command, {
-    args,
-    cwd: REPO_ROOT,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
+/** Runs a command from the repository root and collects its output. */
+function run(command: string, args: string[]): Promise<CommandResult> {
+  return runCommand(command, { args, cwd: REPO_ROOT });
 }

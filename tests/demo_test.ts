@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { abortableDelay } from "../src/_retry.ts";
+import { pathExists } from "../tools/brokers/_process.ts";
 import { waitFor } from "./_bridge.ts";
 import { testBrokers } from "./_brokers.ts";
+import { collect } from "./_process.ts";
 
 const REPO_ROOT = new URL("../", import.meta.url).pathname;
 
@@ -62,7 +64,7 @@ Deno.test({
       const left = await stillRunning(started);
       assert.deepEqual(left, [], "processes left behind");
       for (const dir of dataDirs.slice(1)) {
-        assert.equal(await exists(dir), false, `${dir} was not deleted`);
+        assert.equal(await pathExists(dir), false, `${dir} was not deleted`);
       }
     } finally {
       // After a failure: kill the demo and every process it started.
@@ -166,30 +168,4 @@ function lastTally(text: string): Map<string, number> | undefined {
   return new Map(
     [...last.matchAll(/(\S+)=(\d+)/g)].map(([, name, n]) => [name, +n]),
   );
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
-  }
-}
-
-/** A child's output, read into a string as it comes. */
-interface Collected {
-  readonly text: string;
-  readonly done: Promise<void>;
-}
-
-function collect(stream: ReadableStream<Uint8Array>): Collected {
-  const collected = { text: "", done: Promise.resolve() };
-  collected.done = (async () => {
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      collected.text += chunk;
-    }
-  })();
-  return collected;
 }

@@ -26,6 +26,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { type CommandResult, runCommand } from "./_process.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const ROOT_PATH = decodeURIComponent(ROOT.pathname);
@@ -68,32 +69,17 @@ const coreEntries: string[] = CORE_EXPORTS.map((name) => {
   return path.replace(/^\.\//, "");
 });
 
-interface CommandResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs a command from the repository root and collects its output. */
-async function run(
+function run(
   command: string,
   args: string[],
   env: Record<string, string> = {},
 ): Promise<CommandResult> {
-  const output = await new Deno.Command(command, {
+  return runCommand(command, {
     args,
     cwd: ROOT_PATH,
     env: { NO_COLOR: "1", ...env },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
+  });
 }
 
 /** Fails with the command's stderr unless it exited with 0. */

@@ -17,6 +17,13 @@ import {
   readTopics,
   uniqueName,
 } from "./_kafka.ts";
+import {
+  bridgeEnv,
+  collect,
+  type Collected,
+  type CommandResult,
+  runCommand,
+} from "./_process.ts";
 
 const brokers = await testBrokers();
 
@@ -145,11 +152,11 @@ Deno.test({
 });
 
 /** Runs an example with the given environment and returns its output. */
-async function runExample(
+function runExample(
   file: string,
   env: Record<string, string>,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const output = await new Deno.Command(Deno.execPath(), {
+): Promise<CommandResult> {
+  return runCommand(Deno.execPath(), {
     args: [
       "run",
       "--allow-net=127.0.0.1",
@@ -157,15 +164,8 @@ async function runExample(
       new URL(`../examples/${file}`, import.meta.url).pathname,
     ],
     env,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
+    stdin: "inherit",
+  });
 }
 
 Deno.test({
@@ -303,13 +303,13 @@ Deno.test({
         PORT: "0",
         NO_COLOR: "1",
         // The CLI's variables override the example's configuration.
-        DX_MQTT_URL: brokers!.mqttUrl,
-        DX_KAFKA_BROKERS: brokers!.kafkaBrokers.join(","),
-        DX_MQTT_CLIENT_ID: clientId,
-        DX_MQTT_TOPICS: topic,
-        DX_ROUTES: JSON.stringify({ telemetry: telemetryTopic }),
-        DX_DEFAULT_TOPIC: `${telemetryTopic}.default`,
-        DX_DEAD_LETTER_TOPIC: `${telemetryTopic}.dlq`,
+        ...bridgeEnv({
+          mqttUrl: brokers!.mqttUrl,
+          kafkaBrokers: brokers!.kafkaBrokers,
+          clientId,
+          mqttTopic: topic,
+          kafkaTopic: telemetryTopic,
+        }),
       },
       stdout: "piped",
       stderr: "piped",
@@ -352,22 +352,6 @@ Deno.test({
     assert.equal(header(records[0].message, "ce_id"), event.id);
   },
 });
-
-/** A child's output stream, read into a string as it comes. */
-interface Collected {
-  readonly text: string;
-  readonly done: Promise<void>;
-}
-
-function collect(stream: ReadableStream<Uint8Array>): Collected {
-  const collected = { text: "", done: Promise.resolve() };
-  collected.done = (async () => {
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      collected.text += chunk;
-    }
-  })();
-  return collected;
-}
 
 /** Waits until the collected output matches, and returns the first group. */
 async function waitForMatch(

@@ -19,6 +19,7 @@ import { KafkaSink, kafkaStream } from "../src/kafka/mod.ts";
 import {
   isBrokerUnavailableError,
   type KafkaBroker,
+  type MosquittoBroker,
   startKafka,
   startMosquitto,
 } from "../tools/brokers/mod.ts";
@@ -351,6 +352,25 @@ function reconnectError(line: LogLine): string {
 const ignore = secure === undefined;
 const sanitize = { sanitizeOps: false, sanitizeResources: false };
 
+/**
+ * A Mosquitto with a TLS listener whose server certificate the test CA
+ * signed; with `requireCertificate` it admits only clients with a
+ * certificate from that CA.
+ */
+function startMosquittoWithTls(
+  options: { requireCertificate?: boolean } = {},
+): Promise<MosquittoBroker> {
+  const { certs } = secure!;
+  return startMosquitto({
+    tls: {
+      caFile: certs.caCert,
+      certFile: certs.serverCert,
+      keyFile: certs.serverKey,
+      requireCertificate: options.requireCertificate ?? false,
+    },
+  });
+}
+
 Deno.test({
   name:
     "the bridge reads MQTT over TLS, trusting the test CA, and forwards to Kafka",
@@ -358,13 +378,7 @@ Deno.test({
   ...sanitize,
   async fn() {
     const { certs } = secure!;
-    await using broker = await startMosquitto({
-      tls: {
-        caFile: certs.caCert,
-        certFile: certs.serverCert,
-        keyFile: certs.serverKey,
-      },
-    });
+    await using broker = await startMosquittoWithTls();
     const id = uniqueName("mqtt-tls");
     const bridge = await carryEvents(
       bridgeConfig(id, {
@@ -386,13 +400,8 @@ Deno.test({
   ...sanitize,
   async fn() {
     const { certs } = secure!;
-    await using broker = await startMosquitto({
-      tls: {
-        caFile: certs.caCert,
-        certFile: certs.serverCert,
-        keyFile: certs.serverKey,
-        requireCertificate: true,
-      },
+    await using broker = await startMosquittoWithTls({
+      requireCertificate: true,
     });
     const id = uniqueName("mqtt-cert");
     const bridge = await carryEvents(
@@ -659,14 +668,8 @@ Deno.test({
   ignore,
   ...sanitize,
   async fn() {
-    const { certs, strangerCerts } = secure!;
-    await using broker = await startMosquitto({
-      tls: {
-        caFile: certs.caCert,
-        certFile: certs.serverCert,
-        keyFile: certs.serverKey,
-      },
-    });
+    const { strangerCerts } = secure!;
+    await using broker = await startMosquittoWithTls();
     const id = uniqueName("mqtt-unknown-ca");
     const { failures } = await failToConnect(
       bridgeConfig(id, {
@@ -692,13 +695,8 @@ Deno.test({
   ...sanitize,
   async fn() {
     const { certs } = secure!;
-    await using broker = await startMosquitto({
-      tls: {
-        caFile: certs.caCert,
-        certFile: certs.serverCert,
-        keyFile: certs.serverKey,
-        requireCertificate: true,
-      },
+    await using broker = await startMosquittoWithTls({
+      requireCertificate: true,
     });
     const id = uniqueName("mqtt-no-cert");
     const { failures } = await failToConnect(
